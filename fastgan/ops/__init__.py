@@ -1,0 +1,16 @@
+"""fastgan's public functional ops. Each takes ``impl="auto" | "ref" | "cpp" | "cuda" | "triton"``.
+
+``available_impls(op_name, device)`` lists what can run here, ``dispatch_report()`` what ``auto`` chose and why.
+"""
+from ._dispatch import FastganFallbackWarning, available_impls, dispatch_report, list_ops, why_unavailable
+from .modconv import adafm_conv2d, modulated_conv2d
+
+__all__ = [
+    "modulated_conv2d",
+    "adafm_conv2d",
+    "available_impls",
+    "dispatch_report",
+    "list_ops",
+    "why_unavailable",
+    "FastganFallbackWarning",
+]

@@ -1,0 +1,37 @@
+"""The README's Quick start: exactly two commands (install + demo, install + tests), and CI runs the second."""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _extractor():
+    spec = importlib.util.spec_from_file_location("readme_command", ROOT / ".ci" / "readme_command.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_start_has_exactly_two_commands():
+    text = (ROOT / "README.md").read_text()
+    section = re.search(r"^## Quick start\n(.*?)^## ", text, re.S | re.M).group(1)
+    assert len(re.findall(r"```", section)) == 4  # two fenced blocks
+    mod = _extractor()
+    demo, test = mod.command("demo", ROOT / "README.md"), mod.command("test", ROOT / "README.md")
+    assert "pip install -e . --no-build-isolation --no-deps" in demo and "fastgan " in demo
+    assert "pip install -e . --no-build-isolation --no-deps" in test and "pytest" in test and "tests" in test
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "readme_command.py test" in ci
+    assert "check_cu.sh" in ci and '"$rc" -eq 5' in ci
+
+
+def test_readme_snippet_runs():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## The ops\n\n```python\n(.*?)```", text, re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})
