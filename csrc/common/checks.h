@@ -24,7 +24,8 @@
 
 namespace fastgan {
 
-// Kernels index elements with 64-bit integers; this guards the few places that use 32-bit grid dims.
+// Kernels index elements with 64-bit integers (or 32-bit only after checking numel); this rejects tensors so
+// large that 64-bit offset arithmetic with small multipliers could overflow.
 inline void check_index_range(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.numel() < std::numeric_limits<int64_t>::max() / 4, name, " is too large to index (",
               t.numel(), " elements)");

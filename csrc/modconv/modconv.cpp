@@ -92,7 +92,8 @@ struct CpuBackend {
   }
 
   // out[n, c, :, :] = x[n, c, :, :] * scale[n, c]; x contiguous NCHW, scale (N, C) in the op-math dtype.
-  static at::Tensor modulate(const at::Tensor& x, const at::Tensor& scale) {
+  static at::Tensor modulate(const at::Tensor& x_in, const at::Tensor& scale) {
+    const at::Tensor x = x_in.contiguous();  // free for the (contiguous) tensors the host code passes
     at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
     const int64_t nc = x.size(0) * x.size(1), hw = x.size(2) * x.size(3);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modconv_modulate_cpu", [&] {
@@ -113,7 +114,8 @@ struct CpuBackend {
   }
 
   // (N, C) op-math sum over H, W of a * b; both contiguous NCHW of one shape.
-  static at::Tensor channel_dot(const at::Tensor& a, const at::Tensor& b) {
+  static at::Tensor channel_dot(const at::Tensor& a_in, const at::Tensor& b_in) {
+    const at::Tensor a = a_in.contiguous(), b = b_in.contiguous();
     const int64_t n = a.size(0), c = a.size(1), hw = a.size(2) * a.size(3);
     at::Tensor out = at::empty({n, c}, a.options().dtype(acc_dtype(a.scalar_type())));
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "modconv_channel_dot_cpu", [&] {

@@ -40,13 +40,18 @@
 
 namespace fastgan::modconv {
 
+// Small per-call tensors, all in the op-math dtype (float32; float64 for float64 inputs).
 struct Prep {
-  at::Tensor sigma;  // (N,)      fp32
-  at::Tensor pre;    // (N, Cin)  fp32
-  at::Tensor coef;   // (N, Cout) fp32
-  at::Tensor q;      // (Cout, Cin) fp32, defined only when demodulating
-  at::Tensor d;      // (N, Cout) fp32, defined only when demodulating
+  at::Tensor sigma;  // (N,)
+  at::Tensor pre;    // (N, Cin)
+  at::Tensor coef;   // (N, Cout)
+  at::Tensor q;      // (Cout, Cin), defined only when demodulating
+  at::Tensor d;      // (N, Cout), defined only when demodulating
 };
+
+// Backend primitives (see CpuBackend in modconv.cpp / CudaBackend in modconv.cu): each accepts any layout and
+// makes its inputs contiguous (free for the NCHW-contiguous tensors passed here) and returns NCHW-contiguous
+// results.
 
 // ---- argument checks shared by CPU and CUDA entry points -------------------------------------------
 inline void check_modconv_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& styles,
