@@ -1,0 +1,1 @@
+"""Triton kernels of fastgan, one module per op family (installed as ``fastgan.kernels``)."""
