@@ -193,37 +193,9 @@ struct CpuBackend {
   }
 };
 
-at::Tensor modulated_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& styles,
-                                bool demodulate, c10::IntArrayRef padding, double eps) {
-  return modconv_forward<CpuBackend>(x, weight, styles, demodulate, padding, eps);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_conv2d_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& styles,
-    const at::Tensor& out, bool demodulate, c10::IntArrayRef padding, double eps, std::array<bool, 3> mask) {
-  return modconv_backward<CpuBackend>(grad_out, x, weight, styles, out, demodulate, padding, eps, mask);
-}
-
-at::Tensor adafm_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gamma,
-                            const at::Tensor& beta, const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
-                            c10::IntArrayRef padding) {
-  return adafm_forward<CpuBackend>(x, weight, gamma, beta, bias, stride, padding);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adafm_conv2d_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gamma,
-    const at::Tensor& beta, c10::IntArrayRef stride, c10::IntArrayRef padding, std::array<bool, 5> mask) {
-  return adafm_backward<CpuBackend>(grad_out, x, weight, gamma, beta, stride, padding, mask);
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
-  m.impl("modulated_conv2d", &modulated_conv2d_cpu);
-  m.impl("modulated_conv2d_backward", &modulated_conv2d_backward_cpu);
-  m.impl("adafm_conv2d", &adafm_conv2d_cpu);
-  m.impl("adafm_conv2d_backward", &adafm_conv2d_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) { register_backend<CpuBackend>(m); }
 
 FASTGAN_REGISTER_FAMILY("modconv", "cpu");
 

@@ -455,37 +455,9 @@ struct CudaBackend {
   }
 };
 
-at::Tensor modulated_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& styles,
-                                 bool demodulate, c10::IntArrayRef padding, double eps) {
-  return modconv_forward<CudaBackend>(x, weight, styles, demodulate, padding, eps);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_conv2d_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& styles,
-    const at::Tensor& out, bool demodulate, c10::IntArrayRef padding, double eps, std::array<bool, 3> mask) {
-  return modconv_backward<CudaBackend>(grad_out, x, weight, styles, out, demodulate, padding, eps, mask);
-}
-
-at::Tensor adafm_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gamma,
-                             const at::Tensor& beta, const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
-                             c10::IntArrayRef padding) {
-  return adafm_forward<CudaBackend>(x, weight, gamma, beta, bias, stride, padding);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adafm_conv2d_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gamma,
-    const at::Tensor& beta, c10::IntArrayRef stride, c10::IntArrayRef padding, std::array<bool, 5> mask) {
-  return adafm_backward<CudaBackend>(grad_out, x, weight, gamma, beta, stride, padding, mask);
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastgan, CUDA, m) {
-  m.impl("modulated_conv2d", &modulated_conv2d_cuda);
-  m.impl("modulated_conv2d_backward", &modulated_conv2d_backward_cuda);
-  m.impl("adafm_conv2d", &adafm_conv2d_cuda);
-  m.impl("adafm_conv2d_backward", &adafm_conv2d_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(fastgan, CUDA, m) { register_backend<CudaBackend>(m); }
 
 FASTGAN_REGISTER_FAMILY("modconv", "cuda");
 

@@ -31,6 +31,7 @@
 #include <ATen/ops/mm.h>
 #include <c10/util/OptionalArrayRef.h>
 #include <c10/util/ArrayRef.h>
+#include <torch/library.h>
 
 #include <array>
 #include <tuple>
@@ -232,6 +233,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adafm_bac
     if (need_wp) std::tie(gw, gg, gb) = B::adafm_reduce(cgwp, weight, gamma, need_w, need_g, need_b);
   }
   return {gx, gw, gg, gb, gbias};
+}
+
+// ---- registration: the same four kernels for every backend ------------------------------------------
+template <class B>
+void register_backend(torch::Library& m) {
+  m.impl("modulated_conv2d", &modconv_forward<B>);
+  m.impl("modulated_conv2d_backward", &modconv_backward<B>);
+  m.impl("adafm_conv2d", &adafm_forward<B>);
+  m.impl("adafm_conv2d_backward", &adafm_backward<B>);
 }
 
 }  // namespace fastgan::modconv

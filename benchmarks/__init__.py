@@ -1,0 +1,1 @@
+"""Benchmarks: one script per op family; results in benchmarks/results/<family>.csv."""

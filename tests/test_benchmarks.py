@@ -1,0 +1,63 @@
+"""The benchmark harness end to end on a tiny case (timings are not checked, only the CSV contract)."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import pytest
+import torch
+
+from benchmarks import bench_modconv, common
+
+
+@pytest.fixture
+def no_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+def _rows(path):
+    with path.open(newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_bench_modconv_writes_and_appends_rows(tmp_path, no_interpreter):
+    argv = ["--device", "cpu", "--cases", "R4", "--providers", "ref,cpp", "--modes", "fwd,fwdbwd", "--budget", "0",
+            "--out", str(tmp_path)]
+    assert bench_modconv.main(argv) == 0
+    for fam in ("modconv", "adafm"):
+        rows = _rows(tmp_path / f"{fam}.csv")
+        assert rows[0] == common.HEADER
+        assert len(rows) == 1 + 2 * 2  # 2 providers x 2 modes
+        for r in rows[1:]:
+            rec = dict(zip(common.HEADER, r))
+            assert rec["family"] == fam and rec["case"] == "N4_C512_R4_k3" and rec["dtype"] == "fp32"
+            assert math.isfinite(float(rec["median_ms"])) and float(rec["median_ms"]) > 0
+            assert rec["torch"] == torch.__version__ and rec["unit"] == "TFLOP/s"
+    assert bench_modconv.main(argv) == 0
+    assert len(_rows(tmp_path / "modconv.csv")) == 1 + 2 * 2 * 2  # appended, not truncated
+
+
+def test_csv_writer_refuses_a_different_header(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b,c\n1,2,3\n")
+    w = common.CsvWriter(tmp_path, common.environment("cpu"))
+    with pytest.raises(SystemExit, match="differs from the benchmark schema"):
+        w.write("x", "case", "ref", "fp32", "fwd", common.Timing(1.0, 0.9, 1.1, float("nan")), 1.0, "TFLOP/s")
+    assert (tmp_path / "x.csv").read_text() == "a,b,c\n1,2,3\n"
+
+
+def test_benchmarks_refuse_the_triton_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(SystemExit, match="interpreter"):
+        bench_modconv.main(["--device", "cpu", "--dry-run"])
+
+
+def test_dry_run_plans_without_timing(tmp_path, no_interpreter, capsys):
+    assert bench_modconv.main(["--device", "cpu", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert "measurements planned" in capsys.readouterr().out
+    assert not os.listdir(tmp_path)
+
+
+def test_measure_quantiles_are_ordered():
+    t = common.measure(lambda: sum(range(1000)), "cpu", budget_s=0.01, min_reps=5)
+    assert 0 < t.p20_ms <= t.median_ms <= t.p80_ms and math.isnan(t.peak_mem_mb)
