@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import pathlib
+import re
 from collections import defaultdict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -19,6 +20,11 @@ TARGETS = {
     "modconv": "H100, fwd+bwd: best fused >= 1.3x ref and >= compile at every shape. CPU: cpp >= ref.",
     "adafm": "H100: AdaFM with a frozen weight within 1.1x of a plain cuDNN conv (baseline-cudnn). CPU: cpp >= ref.",
 }
+
+
+def _natural(key: tuple) -> tuple:
+    """Sort 'N4_C512_R8_k3' before 'N4_C512_R16_k3' (numbers compare as numbers)."""
+    return tuple(tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(k))) for k in key)
 
 
 def load(results: pathlib.Path) -> list[dict]:
@@ -54,7 +60,8 @@ def render(rows: list[dict]) -> str:
         base_cols = [p for p in provs if p == "ref" or p == "compile" or p.startswith("baseline-")]
         header = ["case", "dtype", "mode"] + provs + ["best"] + [f"best vs {b}" for b in base_cols]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for (case, dt, mode) in sorted(cells):
+        mode_order = {"fwd": 0, "bwd": 1, "fwdbwd": 2, "e2e": 3}
+        for (case, dt, mode) in sorted(cells, key=lambda k: (_natural(k[:2]), mode_order.get(k[2], 9))):
             c = cells[(case, dt, mode)]
             ms = {p: float(r["median_ms"]) for p, r in c.items()}
             fused = {p: v for p, v in ms.items() if p in FUSED}

@@ -61,3 +61,16 @@ def test_dry_run_plans_without_timing(tmp_path, no_interpreter, capsys):
 def test_measure_quantiles_are_ordered():
     t = common.measure(lambda: sum(range(1000)), "cpu", budget_s=0.01, min_reps=5)
     assert 0 < t.p20_ms <= t.median_ms <= t.p80_ms and math.isnan(t.peak_mem_mb)
+
+
+def test_report_renders_ratios(tmp_path, no_interpreter):
+    from benchmarks import report
+
+    argv = ["--device", "cpu", "--cases", "R4", "--providers", "ref,cpp", "--modes", "fwdbwd", "--budget", "0",
+            "--out", str(tmp_path)]
+    assert bench_modconv.main(argv) == 0
+    out = tmp_path / "perf.md"
+    assert report.main(["--results", str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## modconv on" in text and "## adafm on" in text and "| N4_C512_R4_k3 | fp32 | fwdbwd |" in text
+    assert "best vs ref" in text and "x |" in text

@@ -356,8 +356,9 @@ def _ext_fn(name: str):
 
 
 def _register(op: str, ref, ext_name: str, triton_fn) -> None:
-    # auto order: on CPU the OpenMP kernel beats the grouped-conv reference (benchmarks/results/modconv.csv);
-    # on CUDA, cuda first and triton second until GPU benchmarks decide otherwise.
+    # auto order, from benchmarks/results/{modconv,adafm}.csv: on CPU `cpp` is 1.1-8.6x faster than the grouped-conv
+    # reference for modulated conv (fwd+bwd), and for AdaFM 1.07-1.08x faster at 4-8 px and even (0.94-1.01x, within
+    # the machine's noise) at 16-64 px. On CUDA `cuda` comes first and `triton` second until GPU benchmarks say more.
     _dispatch.register_op(op, {"cpu": ("cpp", "ref"), "cuda": ("cuda", "triton", "ref"), "*": ("ref",)})
     _dispatch.register_impl(op, "ref", ref, devices=("cpu", "cuda", "mps", "xpu", "meta"))
     ext = _ext_fn(ext_name)
