@@ -208,7 +208,7 @@ def is_available() -> tuple[bool, str]:
     """(True, "") when these kernels can run for CUDA tensors, or for CPU tensors under the interpreter."""
     if torch.cuda.is_available() or INTERPRET:
         return True, ""
-    return False, "no CUDA device and TRITON_INTERPRET is not 1"
+    return False, "no CUDA device is visible and the Triton interpreter is off"
 
 
 _DOT = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}

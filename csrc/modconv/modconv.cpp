@@ -16,8 +16,6 @@
 namespace fastgan::modconv {
 namespace {
 
-at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 // Smallest power of two >= m (1 for m == 0 or non-finite m): an exact rescaling factor.
 template <typename acc_t>
 acc_t pow2_ceil(acc_t m) {
@@ -36,15 +34,7 @@ struct CpuBackend {
   static Prep prep(const at::Tensor& weight, const at::Tensor& styles, bool demodulate, double eps) {
     const int64_t n = styles.size(0), cin = styles.size(1), cout = weight.size(0);
     const int64_t taps = weight.size(2) * weight.size(3);
-    const auto opts = styles.options().dtype(acc_dtype(styles.scalar_type()));
-    Prep p;
-    p.sigma = at::empty({n}, opts);
-    p.pre = at::empty({n, cin}, opts);
-    p.coef = at::empty({n, cout}, opts);
-    if (demodulate) {
-      p.q = at::empty({cout, cin}, opts);
-      p.d = at::empty({n, cout}, opts);
-    }
+    Prep p = Prep::allocate(weight, styles, demodulate);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, styles.scalar_type(), "modconv_prep_cpu", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const scalar_t* s = styles.const_data_ptr<scalar_t>();

@@ -35,8 +35,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxBlocks = 65536;    // grid-stride loops cover any remainder
 constexpr int kVecBytes = 16;            // 128-bit loads / stores on the vectorised paths
 
-at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 // Blocks for `items` work items at `per_block` items per block: at least 1, at most kMaxBlocks.
 int grid_for(int64_t items, int64_t per_block) {
   const int64_t b = (items + per_block - 1) / per_block;
@@ -315,15 +313,7 @@ struct CudaBackend {
     const int64_t n = styles.size(0), cin = styles.size(1), cout = weight.size(0);
     const int64_t taps = weight.size(2) * weight.size(3);
     TORCH_INTERNAL_ASSERT(weight.is_contiguous() && styles.is_contiguous());
-    const auto opts = styles.options().dtype(acc_dtype(styles.scalar_type()));
-    Prep p;
-    p.sigma = at::empty({n}, opts);
-    p.pre = at::empty({n, cin}, opts);
-    p.coef = at::empty({n, cout}, opts);
-    if (demodulate) {
-      p.q = at::empty({cout, cin}, opts);
-      p.d = at::empty({n, cout}, opts);
-    }
+    Prep p = Prep::allocate(weight, styles, demodulate);
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, styles.scalar_type(), "modconv_prep_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;

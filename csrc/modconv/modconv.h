@@ -41,13 +41,30 @@
 
 namespace fastgan::modconv {
 
-// Small per-call tensors, all in the op-math dtype (float32; float64 for float64 inputs).
+// The op-math dtype of the small per-call tensors: float32, or float64 for float64 inputs.
+inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// Small per-call tensors, all in acc_dtype; filled by the backend's prep().
 struct Prep {
   at::Tensor sigma;  // (N,)
   at::Tensor pre;    // (N, Cin)
   at::Tensor coef;   // (N, Cout)
   at::Tensor q;      // (Cout, Cin), defined only when demodulating
   at::Tensor d;      // (N, Cout), defined only when demodulating
+
+  static Prep allocate(const at::Tensor& weight, const at::Tensor& styles, bool demodulate) {
+    const int64_t n = styles.size(0), cin = styles.size(1), cout = weight.size(0);
+    const auto opts = styles.options().dtype(acc_dtype(styles.scalar_type()));
+    Prep p;
+    p.sigma = at::empty({n}, opts);
+    p.pre = at::empty({n, cin}, opts);
+    p.coef = at::empty({n, cout}, opts);
+    if (demodulate) {
+      p.q = at::empty({cout, cin}, opts);
+      p.d = at::empty({n, cout}, opts);
+    }
+    return p;
+  }
 };
 
 // Backend primitives (see CpuBackend in modconv.cpp / CudaBackend in modconv.cu): each accepts any layout and

@@ -221,5 +221,5 @@ def triton_unavailable(device_type: str) -> Optional[str]:
     if device_type == "cpu":
         if os.environ.get("TRITON_INTERPRET", "0") == "1":
             return None
-        return "Triton runs on CPU tensors only under its interpreter (TRITON_INTERPRET=1, for tests)"
+        return "Triton runs on CPU tensors only under its interpreter, which only the test suite switches on"
     return f"Triton does not run on {device_type} tensors"
