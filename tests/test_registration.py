@@ -153,3 +153,67 @@ def test_double_backward_matches_reference(impl):
     for got, want in zip(*results):
         torch.testing.assert_close(got.double(), want, rtol=2e-4 if dt == torch.float32 else 1e-9,
                                    atol=2e-4 if dt == torch.float32 else 1e-9)
+
+
+# ---- GPU lane: the same registration checks on CUDA tensors ----------------------------------------------
+def _to(args, device):
+    return tuple(a.detach().to(device).requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
+                 for a in args)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cuda", "triton"])
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_forward_ops_cuda(impl, requires_grad):
+    reason = ops.why_unavailable("modulated_conv2d", impl, "cuda")
+    if reason is not None and impl == "cuda" and "without CUDA" in reason:
+        pytest.skip(f"CUDA kernels not built on this GPU machine: {reason}")
+    assert reason is None, reason
+    mname, aname = OPS["cpp" if impl == "cuda" else impl]
+    for args in _modconv_samples(requires_grad):
+        torch.library.opcheck(getattr(torch.ops.fastgan, mname).default, _to(args, "cuda"), test_utils=OPCHECK_TESTS)
+    for args in _adafm_samples(requires_grad):
+        torch.library.opcheck(getattr(torch.ops.fastgan, aname).default, _to(args, "cuda"), test_utils=OPCHECK_TESTS)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cuda", "triton"])
+def test_torch_compile_fullgraph_matches_eager_cuda(impl):
+    reason = ops.why_unavailable("modulated_conv2d", impl, "cuda")
+    if reason is not None and impl == "cuda" and "without CUDA" in reason:
+        pytest.skip(f"CUDA kernels not built on this GPU machine: {reason}")
+    assert reason is None, reason
+
+    def step(x, w, s, g, b):
+        y = ops.modulated_conv2d(x, w, s, impl=impl)
+        return ops.adafm_conv2d(torch.nn.functional.leaky_relu(y, 0.2), w, g, b, stride=2, impl=impl).square().mean()
+
+    ins = [torch.randn(2, 16, 9, 7), torch.randn(16, 16, 3, 3), torch.randn(2, 16), torch.randn(16, 16),
+           torch.randn(16, 16)]
+    ins = [t.cuda().requires_grad_(True) for t in ins]
+    eager = step(*ins)
+    ge = torch.autograd.grad(eager, ins)
+    compiled = torch.compile(step, fullgraph=True)(*ins)
+    gc = torch.autograd.grad(compiled, ins)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    for a, c in zip(ge, gc):
+        torch.testing.assert_close(c, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cuda", "triton"])
+def test_double_backward_matches_reference_cuda(impl):
+    reason = ops.why_unavailable("modulated_conv2d", impl, "cuda")
+    if reason is not None and impl == "cuda" and "without CUDA" in reason:
+        pytest.skip(f"CUDA kernels not built on this GPU machine: {reason}")
+    assert reason is None, reason
+    base = [torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3), torch.randn(2, 3), 1 + 0.2 * torch.randn(4, 3),
+            0.1 * torch.randn(4, 3)]
+    got = _r1_and_path_length(lambda x, w, s: ops.modulated_conv2d(x, w, s, impl=impl),
+                              lambda x, w, g, b: ops.adafm_conv2d(x, w, g, b, impl=impl),
+                              *[t.cuda().requires_grad_(True) for t in base])
+    want = _r1_and_path_length(lambda x, w, s: _modulated_conv2d_ref(x, w, s),
+                               lambda x, w, g, b: _adafm_conv2d_ref(x, w, g, b),
+                               *[t.double().requires_grad_(True) for t in base])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.double().cpu(), w, rtol=2e-4, atol=2e-4)
