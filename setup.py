@@ -55,6 +55,14 @@ macros = [
 kw = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=["-fopenmp"])
 if build_cuda:
     sources += sorted(glob.glob("csrc/**/*.cu", recursive=True))
+# torch's ninja build names each object after its source path without the extension, so foo.cpp and foo.cu in one
+# folder would both become foo.o ("multiple rules generate ... foo.o"). CUDA sources are named <op>_cuda.cu.
+_stems = {}
+for _s in sources:
+    _stems.setdefault(os.path.splitext(_s)[0], []).append(_s)
+_clash = [v for v in _stems.values() if len(v) > 1]
+if _clash:
+    sys.exit(f"fastgan: sources that would compile to the same object file: {_clash}; rename the .cu file to <op>_cuda.cu")
     macros.append(("FASTGAN_WITH_CUDA", "1"))
     nvcc = opt[:1] + ["-lineinfo", "--expt-relaxed-constexpr"]
     ext = CUDAExtension(

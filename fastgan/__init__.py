@@ -23,7 +23,16 @@ else:
 
         HAS_EXT = True
     except Exception as exc:  # ImportError, undefined symbols from an ABI mismatch, ...
-        EXT_ERROR = f"{type(exc).__name__}: {exc}"
+        import glob as _glob
+
+        if isinstance(exc, ImportError) and not _glob.glob(os.path.join(os.path.dirname(__file__), "_C*.so")):
+            EXT_ERROR = (
+                f"fastgan._C is not built next to {os.path.dirname(__file__)} (the install did not compile it, or "
+                "fastgan is imported from a source tree); build it with "
+                "`pip install -e . --no-build-isolation --no-deps`"
+            )
+        else:
+            EXT_ERROR = f"{type(exc).__name__}: {exc}"
 
 
 def build_info() -> dict:

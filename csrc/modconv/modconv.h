@@ -19,7 +19,7 @@
 // Backward: dW' from the convolution's weight gradient only when gamma, beta or weight need a gradient;
 //   grad_gamma = sum_taps dW'*weight, grad_beta = sum_taps dW', grad_weight = dW'*gamma.
 //
-// Each backend provides the primitives of `Backend` (CPU: OpenMP in modconv.cpp, CUDA: kernels in modconv.cu);
+// Each backend provides the primitives of `Backend` (CPU: OpenMP in modconv.cpp, CUDA: kernels in modconv_cuda.cu);
 // the convolutions themselves go through at::convolution / at::convolution_backward (oneDNN on CPU, cuDNN on CUDA).
 #pragma once
 
@@ -67,7 +67,7 @@ struct Prep {
   }
 };
 
-// Backend primitives (see CpuBackend in modconv.cpp / CudaBackend in modconv.cu): each accepts any layout and
+// Backend primitives (see CpuBackend in modconv.cpp / CudaBackend in modconv_cuda.cu): each accepts any layout and
 // makes its inputs contiguous (free for the NCHW-contiguous tensors passed here) and returns NCHW-contiguous
 // results.
 
