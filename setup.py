@@ -45,7 +45,7 @@ if build_cuda and not torch.cuda.is_available():
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")  # otherwise torch's arch detection raises IndexError
 
 opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
-cxx = opt + ["-fopenmp"]
+cxx = opt + ["-fopenmp", "-ffp-contract=off"]  # no silent FMA: bit-equal results across impls
 sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
 archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if build_cuda else ""
 macros = [
@@ -63,6 +63,7 @@ for _s in sources:
 _clash = [v for v in _stems.values() if len(v) > 1]
 if _clash:
     sys.exit(f"fastgan: sources that would compile to the same object file: {_clash}; rename the .cu file to <op>_cuda.cu")
+if build_cuda:
     macros.append(("FASTGAN_WITH_CUDA", "1"))
     nvcc = opt[:1] + ["-lineinfo", "--expt-relaxed-constexpr"]
     ext = CUDAExtension(
