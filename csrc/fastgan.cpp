@@ -1,6 +1,6 @@
 // Every fastgan op schema, in one TORCH_LIBRARY block, and the pybind11 module fastgan._C.
 // Backend implementations register themselves next to their kernels (TORCH_LIBRARY_IMPL in <family>/<op>.cpp
-// for CPU and <family>/<op>.cu for CUDA). Triton-backed ops are defined from Python (fastgan/ops/), so that they
+// for CPU and <family>/<op>_cuda.cu for CUDA). Triton-backed ops are defined from Python (fastgan/ops/), so that they
 // exist even when this extension is not built.
 #include <torch/extension.h>
 #include <torch/library.h>
@@ -34,6 +34,11 @@ TORCH_LIBRARY(fastgan, m) {
   m.def(
       "adafm_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor gamma, Tensor beta, int[2] stride,"
       " int[2] padding, bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // ---- synth family: Primitives-PS spectral noise and shape rasterisation (fastgan/ops/synth.py) ---------------
+  m.def("synth_spectral_field(Tensor keys, Tensor exponents, int size) -> Tensor");
+  m.def("synth_minmax_quantize(Tensor x) -> Tensor");
+  m.def("rasterize_shapes(Tensor canvas, Tensor shapes, Tensor? texture) -> Tensor");
 }
 
 namespace {

@@ -34,15 +34,55 @@ def _adafm_case(device: str) -> tuple[Callable, tuple, tuple[bool, ...]]:
         tuple(t.to(device) for t in (x, w, gamma, beta, bias)), (True, False, True, True, True)
 
 
-# one small case per op: (fn(*inputs, impl=...), inputs, which inputs get gradients)
+def _synth_inputs():
+    from fastgan.ops import synth as S
+
+    g = torch.Generator().manual_seed(0)
+    keys = S.rng_keys(1, torch.arange(2), 0)
+    exps = S.spectral_exponents(2, seed=1)
+    kinds = torch.tensor([1.0, 2, 3, 4, 9, 10, 11, 12])[torch.randint(0, 8, (2, 9), generator=g)]
+    table = torch.cat([kinds.unsqueeze(-1), torch.randint(0, 256, (2, 9, 3), generator=g).float(),
+                       torch.randint(-2, 20, (2, 9, 4), generator=g).float(),
+                       torch.randint(1, 90, (2, 9, 1), generator=g).float(), torch.zeros(2, 9, 1)], dim=-1)
+    canvas = torch.randint(0, 256, (2, 3, 17, 15), dtype=torch.uint8, generator=g)
+    texture = torch.randint(0, 256, (2, 3, 17, 15), dtype=torch.uint8, generator=g)
+    return {"synth_spectral_field": ((keys, exps, 16), 5e-5),
+            "synth_minmax_quantize": ((torch.randn(2, 3, 9, 8, generator=g),), 0.0),
+            "rasterize_shapes": ((canvas, table, texture), 0.0)}
+
+
+# one small case per differentiable op: (fn(*inputs, impl=...), inputs, which inputs get gradients)
 PARITY_CASES: dict[str, Callable[[str], tuple]] = {
     "modulated_conv2d": _modconv_case,
     "adafm_conv2d": _adafm_case,
 }
+# ops without gradients, compared with their reference on the CPU: bit-equal (tolerance 0) or max relative error
+EXACT_OPS = ("synth_spectral_field", "synth_minmax_quantize", "rasterize_shapes")
+
+
+def _exact_parity(op_name: str, impl: str, device: str) -> Optional[str]:
+    from fastgan.ops import _dispatch
+
+    args, tol = _synth_inputs()[op_name]
+    try:
+        want = _dispatch._OPS[op_name].impls["ref"].fn(*args)
+        got = _dispatch._OPS[op_name].impls[impl].fn(*[a.to(device) if isinstance(a, torch.Tensor) else a
+                                                       for a in args]).cpu()
+    except Exception as exc:  # report, never crash the doctor
+        return f"raised {type(exc).__name__}: {exc}".splitlines()[0]
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return f"out: shape/dtype {tuple(got.shape)} {got.dtype} != reference {tuple(want.shape)} {want.dtype}"
+    if tol == 0:
+        bad = int((got != want).sum())
+        return None if bad == 0 else f"out: {bad} of {want.numel()} elements differ from the reference"
+    err = ((got - want).abs() / (want.abs() + 1e-6 * want.abs().max())).max().item()
+    return None if err <= tol else f"out: relative error {err:.3g} > {tol:g}"
 
 
 def parity(op_name: str, impl: str, device: str) -> Optional[str]:
     """None when ``impl`` matches the float64 reference (output and gradients) on a small case, else why not."""
+    if op_name in EXACT_OPS:
+        return _exact_parity(op_name, impl, device)
     fn, inputs, needs = PARITY_CASES[op_name](device)
     try:
         results = []
@@ -117,7 +157,7 @@ def run(devices: Optional[list[str]] = None, out=sys.stdout) -> int:
                 if why is not None:
                     p(f"    {impl:7s} -- {why}")
                     continue
-                if op not in PARITY_CASES:
+                if op not in PARITY_CASES and op not in EXACT_OPS:
                     p(f"    {impl:7s} ok (no parity case)")
                     continue
                 try:

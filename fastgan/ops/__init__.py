@@ -4,10 +4,15 @@
 """
 from ._dispatch import FastganFallbackWarning, available_impls, dispatch_report, list_ops, why_unavailable
 from .modconv import adafm_conv2d, modulated_conv2d
+from .synth import minmax_quantize, power_spectrum_noise, rasterize_shapes, spectral_exponents
 
 __all__ = [
     "modulated_conv2d",
     "adafm_conv2d",
+    "power_spectrum_noise",
+    "rasterize_shapes",
+    "minmax_quantize",
+    "spectral_exponents",
     "available_impls",
     "dispatch_report",
     "list_ops",
