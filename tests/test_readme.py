@@ -35,3 +35,31 @@ def test_readme_snippet_runs():
     text = (ROOT / "README.md").read_text()
     block = re.search(r"## The ops\n\n```python\n(.*?)```", text, re.S).group(1)
     exec(compile(block, "README.md", "exec"), {})
+
+
+def test_quick_start_installs_every_runtime_dependency():
+    """The install uses --no-deps, so both commands must name every dependency in pyproject.toml themselves."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    mod = _extractor()
+    names = [re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in project["dependencies"]]
+    tests = [re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in project["optional-dependencies"]["test"]]
+    for which, needed in (("demo", names), ("test", names + tests)):
+        cmd = mod.command(which, ROOT / "README.md").lower()
+        for name in needed:
+            assert re.search(rf'(^|[\s"]){re.escape(name)}([\s"<>=]|$)', cmd), f"{which} command lacks {name}"
+
+
+def test_readme_synth_snippet_runs():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"### Primitives-PS synthetic data\n\n```python\n(.*?)```", text, re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})
+
+
+def test_docs_ops_snippets_run():
+    text = (ROOT / "docs" / "ops.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "docs/ops.md", "exec"), {})

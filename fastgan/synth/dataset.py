@@ -1,0 +1,140 @@
+"""Write Primitives-PS datasets: the zip layout training reads (StyleGAN2-ADA's), atomically, in shards.
+
+Layout: ``NNNNN/imgNNNNNNNN.png`` (folder = global index // 1000) plus ``dataset.json`` with ``"labels": null``
+and a ``"fastgan"`` entry recording every generator parameter, the index range and the shard. Images are named
+by their global index and made in batches aligned to global indices, so the union of the shards of a K-way
+split is exactly the unsharded set (same names, same bytes), and the same arguments give a byte-identical zip.
+
+The zip is written under a temporary name in the destination folder and renamed into place at the end; an
+existing destination is refused unless ``overwrite=True``; on any error (or Ctrl-C) the temporary file is removed.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+
+from .._checks import require_ints
+from .pipeline import PrimitivesPS
+
+FORMAT_VERSION = 1
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry timestamps: same arguments, same bytes
+
+
+def shard_range(num: int, shards: int, shard: int) -> tuple[int, int]:
+    """[lo, hi) of global indices that shard ``shard`` of ``shards`` holds."""
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+    lo, hi = num * shard // shards, num * (shard + 1) // shards
+    if hi <= lo:
+        raise ValueError(f"shard {shard} of {shards} would hold no images (num={num}); use fewer shards")
+    return lo, hi
+
+
+def image_name(index: int) -> str:
+    return f"{index // 1000:05d}/img{index:08d}.png"
+
+
+def _png(img: np.ndarray, compress_level: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="png", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def _check_dest(dest: Path, overwrite: bool) -> None:
+    if dest.suffix.lower() != ".zip":
+        raise ValueError(f"--dest must name a .zip file, got {str(dest)!r}")
+    if dest.exists() and dest.is_dir():
+        raise ValueError(f"--dest {str(dest)!r} is a directory; give a .zip file name")
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"{str(dest)!r} already exists; pass --overwrite (overwrite=True) to replace it")
+    parent = dest.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot create the folder {str(parent)!r} for --dest: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write to the folder {str(parent)!r} of --dest")
+
+
+def write_dataset(dest: Union[str, os.PathLike], gen: PrimitivesPS, num: int, *, shards: int = 1, shard: int = 0,
+                  batch_size: int = 64, overwrite: bool = False, compress_level: int = 1,
+                  progress: Optional[bool] = None, workers: Optional[int] = None,
+                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+    """Write images of ``gen`` (shard ``shard`` of ``shards`` of ``num`` images) to the zip ``dest``.
+
+    Returns the ``dataset.json`` content. ``progress`` None = a bar only when stderr is a terminal.
+    """
+    require_ints(num=num, shards=shards, shard=shard, batch_size=batch_size)
+    if num < 1:
+        raise ValueError(f"--num must be at least 1, got {num}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not 0 <= compress_level <= 9:
+        raise ValueError(f"compress_level must be in 0..9, got {compress_level}")
+    lo, hi = shard_range(num, shards, shard)
+    dest = Path(dest)
+    _check_dest(dest, overwrite)
+    meta = {
+        "labels": None,
+        "fastgan": {
+            "format_version": FORMAT_VERSION,
+            "kind": "primitives",
+            "num_images": num,
+            "shards": shards,
+            "shard": shard,
+            "index_range": [lo, hi],
+            "image_names": "NNNNN/imgNNNNNNNN.png, N = global index",
+            "batch_alignment": batch_size,
+            "device_type": gen.device.type,
+            "impl": gen.impl,
+            "png_compress_level": compress_level,
+            "generator": gen.config(),
+        },
+    }
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    from tqdm import tqdm
+
+    bar = tqdm(total=hi - lo, unit="img", desc=dest.name, file=sys.stderr,
+               disable=(not sys.stderr.isatty()) if progress is None else not progress)
+    pool = ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1))
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            first = lo - lo % batch_size  # batches aligned to global indices: shard-independent bytes
+            for b0 in range(first, hi, batch_size):
+                imgs = gen.images(b0, batch_size).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+                keep = [k for k in range(b0, b0 + batch_size) if lo <= k < hi]
+                pngs = pool.map(lambda k: _png(imgs[k - b0], compress_level), keep)
+                for k, data in zip(keep, pngs):
+                    info = zipfile.ZipInfo(image_name(k), date_time=_ZIP_TIME)
+                    info.external_attr = 0o644 << 16
+                    zf.writestr(info, data)
+                bar.update(len(keep))
+            info = zipfile.ZipInfo("dataset.json", date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        bar.close()
+        pool.shutdown(wait=True)
+    log(f"wrote {hi - lo} images ({gen.variant_name}, {gen.resolution}px, indices {lo}..{hi - 1}) to {dest}")
+    return meta
