@@ -3,6 +3,8 @@
 For every device, family, case, dtype and mode it shows the median time of each provider (newest row per
 provider), and the speed-up of the best fastgan kernel (cpp / cuda / triton) over `ref`, over `compile`
 (torch.compile of the reference) and over each `baseline-*` provider, next to the family's target.
+Families measured in images per second (unit `img/s`, e.g. synth) are shown as throughput instead, with the batch token
+(`_B16`) dropped from the case so that providers timed at different batch sizes share a row.
 
     python benchmarks/report.py [--results benchmarks/results] [--out docs/performance.md]
 """
@@ -19,6 +21,8 @@ FUSED = ("cpp", "cuda", "triton")
 TARGETS = {
     "modconv": "H100, fwd+bwd: best fused >= 1.3x ref and >= compile at every shape. CPU: cpp >= ref.",
     "adafm": "H100: AdaFM with a frozen weight within 1.1x of a plain cuDNN conv (baseline-cudnn). CPU: cpp >= ref.",
+    "synth": "H100: >= 50,000 img/s at 256 px for full Primitives-PS (>= 100x the official loader on 16 cores). "
+             "CPU: cpp >= 3x the official re-implementation per core.",
 }
 
 
@@ -35,10 +39,19 @@ def load(results: pathlib.Path) -> list[dict]:
     return rows
 
 
+def _is_rate(r: dict) -> bool:
+    return r.get("unit", "") == "img/s" and r.get("throughput", "") not in ("", None)
+
+
+def _fmt(v: float, rate: bool) -> str:
+    return f"{v:.0f}" if rate and v >= 100 else f"{v:.3g}"
+
+
 def render(rows: list[dict]) -> str:
     latest: dict[tuple, dict] = {}
     for r in rows:
-        key = (r["device"], r["family"], r["case"], r["dtype"], r["mode"], r["provider"])
+        case = re.sub(r"_B\d+(?=_|$)", "", r["case"]) if _is_rate(r) else r["case"]
+        key = (r["device"], r["family"], case, r["dtype"], r["mode"], r["provider"])
         if key not in latest or r["date"] >= latest[key]["date"]:
             latest[key] = r
     groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
@@ -57,18 +70,23 @@ def render(rows: list[dict]) -> str:
                 f"commit {first['commit']}.", ""]
         if fam in TARGETS:
             out += [f"Target: {TARGETS[fam]}", ""]
+        rate = all(_is_rate(r) for c in cells.values() for r in c.values())
+        if rate:
+            out += [f"Throughput in {first['unit']} (higher is better); ratios are best / provider.", ""]
         base_cols = [p for p in provs if p == "ref" or p == "compile" or p.startswith("baseline-")]
         header = ["case", "dtype", "mode"] + provs + ["best"] + [f"best vs {b}" for b in base_cols]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         mode_order = {"fwd": 0, "bwd": 1, "fwdbwd": 2, "e2e": 3}
         for (case, dt, mode) in sorted(cells, key=lambda k: (_natural(k[:2]), mode_order.get(k[2], 9))):
             c = cells[(case, dt, mode)]
-            ms = {p: float(r["median_ms"]) for p, r in c.items()}
-            fused = {p: v for p, v in ms.items() if p in FUSED}
+            # cost per unit of work: ms per call, or seconds per image for rate families
+            cost = {p: (1.0 / float(r["throughput"]) if rate else float(r["median_ms"])) for p, r in c.items()}
+            shown = {p: (float(r["throughput"]) if rate else float(r["median_ms"])) for p, r in c.items()}
+            fused = {p: v for p, v in cost.items() if p in FUSED}
             best = min(fused, key=fused.get) if fused else None
-            row = [case, dt, mode] + [f"{ms[p]:.3g}" if p in ms else "" for p in provs] + [best or ""]
+            row = [case, dt, mode] + [_fmt(shown[p], rate) if p in shown else "" for p in provs] + [best or ""]
             for b in base_cols:
-                row.append(f"{ms[b] / fused[best]:.2f}x" if best and b in ms else "")
+                row.append(f"{cost[b] / fused[best]:.2f}x" if best and b in cost else "")
             out.append("| " + " | ".join(row) + " |")
         out.append("")
     return "\n".join(out)

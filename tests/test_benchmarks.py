@@ -74,3 +74,37 @@ def test_report_renders_ratios(tmp_path, no_interpreter):
     text = out.read_text()
     assert "## modconv on" in text and "## adafm on" in text and "| N4_C512_R4_k3 | fp32 | fwdbwd |" in text
     assert "best vs ref" in text and "x |" in text
+
+
+def test_bench_synth_writes_rows(tmp_path, no_interpreter):
+    from benchmarks import bench_synth
+
+    argv = ["--device", "cpu", "--cases", "R32", "--variants", "pinknoise,raster", "--providers",
+            "ref,baseline-official", "--budget", "0", "--out", str(tmp_path)]
+    assert bench_synth.main(argv) == 0
+    rows = [dict(zip(common.HEADER, r)) for r in _rows(tmp_path / "synth.csv")[1:]]
+    # the official generator has no stage cases: 2 ref rows + 1 baseline row
+    assert sorted((r["case"], r["provider"], r["mode"]) for r in rows) == [
+        ("R32_B16_pinknoise", "ref", "e2e"), ("R32_B16_raster", "ref", "fwd"),
+        ("R32_B4_pinknoise", "baseline-official", "e2e")]
+    for r in rows:
+        assert r["family"] == "synth" and r["unit"] == "img/s" and float(r["throughput"]) > 0
+
+
+def test_report_compares_image_rates_across_batch_sizes(tmp_path):
+    # synth rows are img/s measured at different batch sizes per provider: one row per case without the batch
+    # token, the rates shown, and the ratio computed from the rates (not from the per-call times)
+    from benchmarks import report
+
+    cols = "date,commit,device,torch,triton,cuda,family,case,provider,dtype,mode,median_ms,p20_ms,p80_ms," \
+           "peak_mem_mb,throughput,unit"
+    rows = ["2026-01-01T00:00:00,abc,dev,2.13,3.6,,synth,R64_B16_ps,cpp,uint8,e2e,10,9,11,,1600,img/s",
+            "2026-01-01T00:00:00,abc,dev,2.13,3.6,,synth,R64_B4_ps,baseline-official,uint8,e2e,40,39,41,,100,img/s"]
+    (tmp_path / "synth.csv").write_text("\n".join([cols] + rows) + "\n")
+    out = tmp_path / "perf.md"
+    assert report.main(["--results", str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Throughput in img/s" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("| R64_ps |"))
+    assert "| 1600 |" in line and "| 100 |" in line and "16.00x" in line
+    assert "R64_B16" not in text and "R64_B4" not in text
