@@ -415,3 +415,44 @@ def test_ops_trace_under_torch_compile(impl):
     got = torch.compile(step, fullgraph=True, backend="aot_eager")(canvas, table, tex, field)
     assert torch.equal(got[0], S._rasterize_shapes_ref(canvas, table, tex))
     assert torch.equal(got[1], S._minmax_quantize_ref(field))
+
+
+def _hard_table(mode, b=2, s=40, seed=0):
+    """Float geometry the row-run estimates of the kernels must not get wrong: skinny ellipses, nearly
+    horizontal / vertical lines, zero-thickness lines, tangent integer circles, huge and non-finite values."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.zeros(b, s, 10)
+    t[..., 0] = torch.randint(1, 5, (b, s), generator=g).float()
+    t[..., 1:4] = torch.randint(0, 256, (b, s, 3), generator=g).float()
+    t[..., 4:8] = torch.rand(b, s, 4, generator=g) * 50 - 8
+    t[..., 8] = torch.rand(b, s, generator=g) * 360
+    if mode == "skinny":
+        t[..., 6] = torch.rand(b, s, generator=g) * 0.7 + 1e-3
+    elif mode == "horizontal":
+        t[..., 7] = t[..., 5] + torch.randn(b, s, generator=g) * 1e-3
+        t[..., 8] = torch.rand(b, s, generator=g) * 3
+    elif mode == "vertical":
+        t[..., 6] = t[..., 4] + torch.randn(b, s, generator=g) * 1e-3
+    elif mode == "thin":
+        t[..., 4:8] = t[..., 4:8].round()
+        t[..., 8] = 0.0
+    elif mode == "tangent":
+        t[..., 4:8] = t[..., 4:8].round().abs() % 20
+        t[..., 8] = torch.randint(0, 4, (b, s), generator=g).float() * 90
+    elif mode == "huge":
+        t[0, :5, 4] = 1e8
+        t[0, 5:8, 6] = float("inf")
+        t[1, :3, 5] = float("nan")
+        t[1, 3:6, 6] = 3e6
+    return t
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("mode", ["skinny", "horizontal", "vertical", "thin", "tangent", "huge"])
+def test_raster_impls_bit_equal_on_hard_geometry(impl, mode):
+    _need("rasterize_shapes", impl)
+    table = _hard_table(mode)
+    canvas = torch.randint(0, 256, (2, 3, 30, 37), dtype=torch.uint8)
+    tex = torch.randint(0, 256, (2, 3, 30, 37), dtype=torch.uint8)
+    ref = S._rasterize_shapes_ref(canvas, table, tex)
+    assert torch.equal(ops.rasterize_shapes(canvas, table, texture=tex, impl=impl), ref), mode

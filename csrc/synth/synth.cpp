@@ -268,9 +268,93 @@ at::Tensor minmax_quantize_cpu(const at::Tensor& x_in) {
 }
 
 // ---- rasterize_shapes ----------------------------------------------------------------------------------------
-// Shapes are prepared once (kind, colours, float64 geometry, conservative pixel box); then one task per canvas
-// row (image, i) collects the shapes whose box meets the row, last to first, and every pixel walks that list with
-// an open-channel mask until all of its channels are painted.
+// Shapes are prepared once (kind, colours, float64 geometry, conservative pixel box). Then one task per canvas row
+// (image, i) walks the shapes whose box meets the row from last to first. Every shape is convex, so it covers one
+// run of the row; the run is solved from the shape's equation (a conservative superset, widened by a pixel and a
+// rounding allowance) and only the pixels of that run whose channels are still open get the exact inside test.
+// A pixel closes when all its channels are painted; the row is done when every pixel is closed. The exact test
+// decides every pixel, so the result is the reference's whatever the run estimate.
+
+// Inclusive x interval [lo, hi] (pixel-centre units) that contains every pixel the exact test can accept on row
+// y of a canvas w pixels wide; false when the row certainly holds none. Non-finite or huge geometry gives
+// (-inf, inf): the box decides.
+inline bool row_run(const ShapeRec& r, int kind, double y, int64_t w, double& lo, double& hi) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  lo = -kInf, hi = kInf;
+  // largest coordinate or length involved (g holds squares in some slots: compare their square roots)
+  double mag = std::max({std::fabs(y), static_cast<double>(w), std::fabs(r.g[0]), std::fabs(r.g[1])});
+  if (kind == kKindCircle) mag = std::max(mag, std::sqrt(std::fabs(r.g[2])));
+  if (kind == kKindEllipse) mag = std::max({mag, std::fabs(r.g[4]), std::fabs(r.g[5])});
+  if (kind == kKindLine)
+    mag = std::max({mag, std::fabs(r.g[2]), std::fabs(r.g[3]), std::fabs(r.g[4]), std::fabs(r.g[5]),
+                    std::sqrt(std::fabs(r.g[7]))});
+  if (!(mag < 1e7)) return true;  // also NaN / inf: no estimate, test the whole box
+  auto widen = [&](double a, double b) { lo = std::min(lo, a), hi = std::max(hi, b); };
+  // disc (x - cx)^2 <= r2 - (y - cy)^2: a rounding allowance tol on the squares, sqrt(tol) + 1 px on x
+  auto disc = [&](double cx, double cy, double r2, bool& any) {
+    const double dy = y - cy, d2 = r2 - dy * dy, tol = 1e-9 * (std::fabs(r2) + dy * dy + 1.0);
+    if (d2 < -tol) return;
+    const double half = std::sqrt(std::max(d2, 0.0)) + std::sqrt(tol) + 1.0;
+    if (!any) lo = kInf, hi = -kInf, any = true;
+    widen(cx - half, cx + half);
+  };
+  switch (kind) {
+    case kKindCircle: {
+      bool any = false;
+      disc(r.g[0], r.g[1], r.g[2], any);
+      return any;
+    }
+    case kKindEllipse: {
+      // (u ry)^2 + (v rx)^2 - (rx ry)^2 = A dx^2 + B dx + C with dx = x - cx, dy = y - cy
+      const double c = r.g[2], s = r.g[3], rx2 = r.g[4] * r.g[4], ry2 = r.g[5] * r.g[5], dy = y - r.g[1];
+      const double a = ry2 * c * c + rx2 * s * s;
+      const double b = 2.0 * dy * c * s * (ry2 - rx2);
+      const double cc = dy * dy * (ry2 * s * s + rx2 * c * c) - rx2 * ry2;
+      if (!(a > 0.0)) return true;
+      const double scale = (dy * dy + 4.0 * mag * mag) * (rx2 + ry2) + rx2 * ry2;
+      const double tol = 1e-9 * scale;  // allowance on the quadratic's value
+      const double disc2 = b * b - 4.0 * a * cc;
+      if (disc2 < 0.0 && -disc2 / (4.0 * a) > tol) return false;  // the minimum is above zero
+      const double mid = -b / (2.0 * a);
+      const double half = std::sqrt(std::max(disc2, 0.0)) / (2.0 * a) + std::sqrt(tol / a) + 1.0;
+      lo = r.g[0] + mid - half, hi = r.g[0] + mid + half;
+      return true;
+    }
+    case kKindLine: {
+      // capsule = disc(p0) U disc(p1) U slab {|cross| <= h len, 0 <= dot <= len^2}; convex, so the run is the hull
+      const double dx = r.g[4], dy = r.g[5], ll = r.g[6], h2 = r.g[7];
+      bool any = false;
+      disc(r.g[0], r.g[1], h2, any);
+      disc(r.g[2], r.g[3], h2, any);
+      if (ll > 0.0) {
+        const double len = std::sqrt(ll), wy = y - r.g[1];
+        double slo = -kInf, shi = kInf;  // x - p0 range of the slab on this row
+        bool empty = false;
+        const double big_h = std::sqrt(h2 * ll) + 1e-9 * (mag * len + 1.0);
+        // |dx| or |dy| tiny relative to len: that constraint is left out (a superset), avoiding ill-conditioned divisions
+        if (std::fabs(dy) > 1e-3 * len) {  // cross = (x - p0) dy - wy dx in [-H, H]
+          const double e0 = (wy * dx - big_h) / dy, e1 = (wy * dx + big_h) / dy;
+          slo = std::max(slo, std::min(e0, e1)), shi = std::min(shi, std::max(e0, e1));
+        } else if (std::fabs(dx) > 1e-3 * len && std::fabs(wy * dx) > big_h + 1e-3 * len * (std::fabs(wy) + 1.0)) {
+          empty = true;  // nearly horizontal segment far from this row
+        }
+        if (std::fabs(dx) > 1e-3 * len) {  // dot = (x - p0) dx + wy dy in [0, ll]
+          const double slack = 1e-9 * (mag * len + ll + 1.0);
+          const double e0 = (-wy * dy - slack) / dx, e1 = (ll - wy * dy + slack) / dx;
+          slo = std::max(slo, std::min(e0, e1)), shi = std::min(shi, std::max(e0, e1));
+        }
+        if (!empty && slo <= shi) {
+          if (!any) lo = kInf, hi = -kInf, any = true;
+          widen(r.g[0] + slo - 1.0, r.g[0] + shi + 1.0);
+        }
+      }
+      return any;
+    }
+    default:  // rectangle: its box is exact
+      return true;
+  }
+}
+
 template <typename scalar_t>
 void raster_rows(const at::Tensor& canvas, const at::Tensor& texture, const ShapeRec* recs, int64_t num_shapes,
                  at::Tensor& out) {
@@ -281,40 +365,42 @@ void raster_rows(const at::Tensor& canvas, const at::Tensor& texture, const Shap
   const int64_t ts0 = pt ? texture.stride(0) : 0, ts1 = pt ? texture.stride(1) : 0;
   const int64_t ts2 = pt ? texture.stride(2) : 0, ts3 = pt ? texture.stride(3) : 0;
   scalar_t* po = out.mutable_data_ptr<scalar_t>();
-  const uint32_t all = (1u << nc) - 1u;
+  const uint8_t all = static_cast<uint8_t>((1u << nc) - 1u);
   at::parallel_for(0, nb * h, std::max<int64_t>(1, 4096 / std::max<int64_t>(w, 1)), [&](int64_t r0, int64_t r1) {
-    std::vector<int32_t> cand;
-    cand.reserve(static_cast<size_t>(num_shapes));
+    std::vector<uint8_t> open(static_cast<size_t>(w));
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / h, i = r % h;
       const ShapeRec* rb = recs + b * num_shapes;
-      cand.clear();
-      for (int64_t s = num_shapes - 1; s >= 0; --s)
-        if (rb[s].y0 <= i && i <= rb[s].y1) cand.push_back(static_cast<int32_t>(s));
+      scalar_t* orow[3];
+      for (int64_t ch = 0; ch < nc; ++ch) {
+        orow[ch] = po + ((b * nc + ch) * h + i) * w;
+        const scalar_t* crow = pc + b * cs0 + ch * cs1 + i * cs2;
+        for (int64_t j = 0; j < w; ++j) orow[ch][j] = crow[j * cs3];  // unpainted pixels keep the canvas
+      }
+      std::fill(open.begin(), open.end(), all);
+      int64_t n_open = w;
       const double y = static_cast<double>(i);
-      for (int64_t j = 0; j < w; ++j) {
-        const double x = static_cast<double>(j);
-        uint32_t open = all;
-        scalar_t val[3] = {scalar_t(0), scalar_t(0), scalar_t(0)};
-        for (size_t k = 0; k < cand.size() && open != 0; ++k) {
-          const ShapeRec& sr = rb[cand[k]];
-          if (j < sr.x0 || j > sr.x1) continue;
-          const int kind = rec_kind(sr.info);
-          if (!shape_covers(sr, kind, x, y)) continue;
-          if (!rec_textured(sr.info)) {
-            for (int64_t ch = 0; ch < nc; ++ch)
-              if (open & (1u << ch)) val[ch] = static_cast<scalar_t>(sr.col[ch]);
-            open = 0;
-          } else {
-            const uint32_t paint = open & rec_mask(sr.info);
-            for (int64_t ch = 0; ch < nc; ++ch)
-              if (paint & (1u << ch)) val[ch] = pt[b * ts0 + ch * ts1 + i * ts2 + j * ts3];
-            open &= ~paint;
+      for (int64_t s = num_shapes - 1; s >= 0 && n_open > 0; --s) {
+        const ShapeRec& sr = rb[s];
+        if (i < sr.y0 || i > sr.y1) continue;  // also the empty box of rows that paint nothing
+        const int kind = rec_kind(sr.info);
+        double lo, hi;
+        if (!row_run(sr, kind, y, w, lo, hi)) continue;
+        int32_t ja, jb;
+        pixel_range(lo, hi, w, ja, jb);
+        ja = std::max(ja, sr.x0), jb = std::min(jb, sr.x1);
+        const bool textured = rec_textured(sr.info);
+        const uint8_t mask = static_cast<uint8_t>(rec_mask(sr.info));
+        for (int32_t j = ja; j <= jb; ++j) {
+          const uint8_t paint = open[j] & mask;
+          if (paint == 0 || !shape_covers(sr, kind, static_cast<double>(j), y)) continue;
+          for (int64_t ch = 0; ch < nc; ++ch) {
+            if (!(paint & (1u << ch))) continue;
+            orow[ch][j] = textured ? pt[b * ts0 + ch * ts1 + i * ts2 + j * ts3] : static_cast<scalar_t>(sr.col[ch]);
           }
+          open[j] &= static_cast<uint8_t>(~paint);
+          n_open -= open[j] == 0;
         }
-        for (int64_t ch = 0; ch < nc; ++ch)
-          po[((b * nc + ch) * h + i) * w + j] =
-              (open & (1u << ch)) ? pc[b * cs0 + ch * cs1 + i * cs2 + j * cs3] : val[ch];
       }
     }
   });
