@@ -31,6 +31,8 @@ from fastgan.synth import official as O  # noqa: E402
 
 PROVIDERS = ["ref", "cpp", "cuda", "triton", "baseline-official", "baseline-official-pool"]
 RESOLUTIONS = [32, 64, 128, 256]
+# benchmarks/run_all.py: every variant and both stages
+RUN_ALL_ARGS = ["--variants", "primitives-ps,primitives-s,primitives,pinknoise,noise,raster"]
 STAGES = ("noise", "raster")
 
 

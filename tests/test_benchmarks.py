@@ -108,3 +108,44 @@ def test_report_compares_image_rates_across_batch_sizes(tmp_path):
     line = next(ln for ln in text.splitlines() if ln.startswith("| R64_ps |"))
     assert "| 1600 |" in line and "| 100 |" in line and "16.00x" in line
     assert "R64_B16" not in text and "R64_B4" not in text
+
+
+def _fake_family(d, name, body):
+    (d / f"bench_{name}.py").write_text(body)
+
+
+def test_run_all_runs_every_family_and_reports_failures(tmp_path, capfd, no_interpreter):
+    from benchmarks import run_all
+
+    _fake_family(tmp_path, "bad", "import sys\nsys.exit(3)\n")
+    _fake_family(tmp_path, "good", "import sys, pathlib\nRUN_ALL_ARGS = ['--variants', 'x,y']\n"
+                                   "pathlib.Path(sys.argv[-1]).mkdir(exist_ok=True)\n"
+                                   "pathlib.Path(sys.argv[-1], 'args.txt').write_text(' '.join(sys.argv[1:]))\n")
+    out = tmp_path / "results"
+    rc = run_all.main(["--device", "cpu", "--budget", "0.5", "--out", str(out)], bench_dir=tmp_path)
+    text = capfd.readouterr().out
+    assert rc == 1  # one family failed, the other still ran
+    assert "FAILED (3)" in text and "good" in text
+    # the family's own RUN_ALL_ARGS come first, then the shared arguments
+    assert (out / "args.txt").read_text() == f"--variants x,y --device cpu --budget 0.5 --out {out}"
+    assert run_all.main(["--only", "good", "--out", str(out)], bench_dir=tmp_path) == 0
+    with pytest.raises(SystemExit) as e:
+        run_all.main(["--only", "nope"], bench_dir=tmp_path)
+    assert e.value.code == 2 and "unknown families ['nope']" in capfd.readouterr().err
+
+
+def test_run_all_dry_run_passes_the_full_case_list(capfd, no_interpreter):
+    from benchmarks import run_all
+
+    assert set(run_all.families()) >= {"modconv", "synth"}
+    assert run_all.main(["--only", "synth", "--device", "cpu", "--dry-run"]) == 0
+    text = capfd.readouterr().out
+    assert "raster" in text and "pinknoise" in text and "measurements planned" in text
+
+
+def test_run_all_refuses_the_interpreter(monkeypatch):
+    from benchmarks import run_all
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(SystemExit, match="TRITON_INTERPRET"):
+        run_all.main(["--dry-run"])
