@@ -57,6 +57,14 @@ def test_readme_synth_snippet_runs():
     exec(compile(block, "README.md", "exec"), {})
 
 
+def test_readme_metrics_snippet_runs():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"### Metrics on features\n\n```python\n(.*?)```", text, re.S).group(1)
+    scope = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["fid"] > 0 and set(scope["pr"]) == {"precision", "recall", "density", "coverage"}
+
+
 def test_docs_ops_snippets_run():
     text = (ROOT / "docs" / "ops.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)

@@ -3,6 +3,7 @@
 ``available_impls(op_name, device)`` lists what can run here, ``dispatch_report()`` what ``auto`` chose and why.
 """
 from ._dispatch import FastganFallbackWarning, available_impls, dispatch_report, list_ops, why_unavailable
+from .knn import knn_radii, manifold_stats
 from .modconv import adafm_conv2d, modulated_conv2d
 from .synth import minmax_quantize, power_spectrum_noise, rasterize_shapes, spectral_exponents
 
@@ -13,6 +14,8 @@ __all__ = [
     "rasterize_shapes",
     "minmax_quantize",
     "spectral_exponents",
+    "knn_radii",
+    "manifold_stats",
     "available_impls",
     "dispatch_report",
     "list_ops",
