@@ -149,3 +149,34 @@ def test_run_all_refuses_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(SystemExit, match="TRITON_INTERPRET"):
         run_all.main(["--dry-run"])
+
+
+def test_bench_metrics_writes_both_families(tmp_path, monkeypatch, no_interpreter):
+    from benchmarks import bench_metrics, report
+
+    monkeypatch.setattr(bench_metrics, "FD_CASES", [("FD_d16_n40", 40, 60, 16), ("FDstats_d16_n80", 80, 90, 16)])
+    monkeypatch.setattr(bench_metrics, "KNN_CASES", {"cpu": [("PRDC_n50_d8_k3", 50, 8, 3)]})
+    assert bench_metrics.main(["--device", "cpu", "--budget", "0", "--out", str(tmp_path)]) == 0
+    for fam, provs in (("metrics", bench_metrics.FD_PROVIDERS), ("knn", bench_metrics.KNN_PROVIDERS)):
+        rows = _rows(tmp_path / f"{fam}.csv")
+        assert rows[0] == common.HEADER
+        got = {r[rows[0].index("provider")] for r in rows[1:]}
+        assert got == set(provs), (fam, got)
+    # the ref and cdist-topk providers compute the same numbers as the prdc package on these features
+    real = bench_metrics.features(50, 8, 2, "cpu")
+    fake = bench_metrics.features(50, 8, 3, "cpu", shift=0.05)
+    from prdc import compute_prdc
+
+    want = {k: float(v) for k, v in compute_prdc(real.double().numpy(), fake.double().numpy(), 3).items()}
+    assert bench_metrics._knn_closure("ref", real, fake, 3)() == pytest.approx(want, abs=1e-12)
+    assert bench_metrics._cdist_topk_prdc(real, fake, 3) == pytest.approx(want, abs=1e-6)
+    # a family written in plain torch gets `ref` as its best provider in the report
+    out = tmp_path / "perf.md"
+    assert report.main(["--results", str(tmp_path), "--out", str(out)]) == 0
+    line = next(ln for ln in out.read_text().splitlines() if ln.startswith("| FD_d16_n40 |"))
+    assert "| ref |" in line and line.rstrip().endswith("x |")
+    # both FD routes of the benchmark compute the same distance
+    a, b = bench_metrics.features(80, 16, 0, "cpu"), bench_metrics.features(90, 16, 1, "cpu", shift=0.05)
+    values = [bench_metrics._fd_closure(p, a, b)() for p in bench_metrics.FD_PROVIDERS]
+    values += [bench_metrics._fd_stats_closure(p, a, b)() for p in bench_metrics.FD_PROVIDERS]
+    assert max(values) - min(values) <= 1e-8 * max(values)
