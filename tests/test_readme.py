@@ -63,6 +63,7 @@ def test_readme_metrics_snippet_runs():
     scope = {}
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["fid"] > 0 and set(scope["pr"]) == {"precision", "recall", "density", "coverage"}
+    assert abs(scope["fid_again"] - scope["fid"]) <= 1e-9 * scope["fid"]
 
 
 def test_docs_ops_snippets_run():

@@ -1,4 +1,6 @@
 """GAN evaluation metrics on features: FID, KID, precision / recall / density / coverage (float64, any device)."""
 from .functional import COV_NORMS, fid_from_features, frechet_distance, kid_from_features, mean_cov, prdc
+from .stats import FeatureStats, fid_from_stats
 
-__all__ = ["frechet_distance", "fid_from_features", "kid_from_features", "prdc", "mean_cov", "COV_NORMS"]
+__all__ = ["frechet_distance", "fid_from_features", "kid_from_features", "prdc", "mean_cov", "COV_NORMS",
+           "FeatureStats", "fid_from_stats"]
