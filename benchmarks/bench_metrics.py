@@ -8,9 +8,11 @@ metrics  Frechet distance at d = 2048. ``FD_*`` cases start from features: full 
          ``baseline-scipy`` (pytorch-fid / clean-fid / NVlabs: ``np.cov`` + ``scipy.linalg.sqrtm(S1 S2)``),
          ``baseline-torchmetrics`` (torchmetrics' float64 ``eigvals(S1 S2)`` route on our covariances).
          Target: ref >= 10x baseline-scipy on CPU.
-knn      precision + recall + density + coverage of N real vs N fake features. Providers: ``ref``
+knn      ``PRDC_*``: precision + recall + density + coverage of N real vs N fake features. Providers: ``ref``
          (``fastgan.metrics.prdc``, tiled float64), ``baseline-cdist-topk`` (whole float32 distance matrices with
          ``torch.cdist`` + ``topk``), ``baseline-prdc`` (the prdc package: float64 scikit-learn matrices).
+         ``RADII_*``: the k-NN radii alone (``fastgan.ops.knn_radii``): ``ref``, ``triton`` (fused kernel, CUDA)
+         and ``baseline-cdist-topk``.
          Target (H100): 50k x 50k x 4096 in < 5 s with < 4 GB extra memory.
 
 Rows go to ``benchmarks/results/metrics.csv`` and ``knn.csv`` (throughput: calls per second).
@@ -29,13 +31,15 @@ from benchmarks.common import CsvWriter, environment, measure_group, parser, ref
 from fastgan import metrics  # noqa: E402
 
 FD_PROVIDERS = ["ref", "baseline-scipy", "baseline-torchmetrics"]
-KNN_PROVIDERS = ["ref", "baseline-cdist-topk", "baseline-prdc"]
+KNN_PROVIDERS = ["ref", "triton", "baseline-cdist-topk", "baseline-prdc"]
 # (case, n_a, n_b, d): FDstats_ cases time the solve from (mu, sigma) only
 FD_CASES = [("FD_d2048_n10000", 10000, 10000, 2048), ("FD_d2048_n500", 500, 10000, 2048),
             ("FDstats_d2048_n10000", 10000, 10000, 2048)]
-KNN_CASES = {"cpu": [("PRDC_n2000_d512_k5", 2000, 512, 5), ("PRDC_n5000_d2048_k5", 5000, 2048, 5)],
+KNN_CASES = {"cpu": [("PRDC_n2000_d512_k5", 2000, 512, 5), ("PRDC_n5000_d2048_k5", 5000, 2048, 5),
+                     ("RADII_n5000_d2048_k5", 5000, 2048, 5)],
              "cuda": [("PRDC_n10000_d2048_k5", 10000, 2048, 5), ("PRDC_n10000_d4096_k3", 10000, 4096, 3),
-                      ("PRDC_n50000_d4096_k3", 50000, 4096, 3)]}
+                      ("PRDC_n50000_d4096_k3", 50000, 4096, 3), ("RADII_n10000_d2048_k5", 10000, 2048, 5),
+                      ("RADII_n50000_d4096_k3", 50000, 4096, 3)]}
 # benchmarks/run_all.py: every case
 RUN_ALL_ARGS: list = []
 
@@ -98,6 +102,16 @@ def _cdist_topk_prdc(real: torch.Tensor, fake: torch.Tensor, k: int) -> dict:
             "coverage": (d.min(1).values < rr).float().mean().item()}
 
 
+def _radii_closure(prov: str, real: torch.Tensor, k: int):
+    from fastgan import ops
+
+    if prov in ("ref", "triton"):
+        return lambda: ops.knn_radii(real, k, impl=prov)
+    if prov == "baseline-cdist-topk":
+        return lambda: torch.cdist(real, real).topk(k + 1, largest=False).values[:, k]
+    return None
+
+
 def _knn_closure(prov: str, real: torch.Tensor, fake: torch.Tensor, k: int):
     if prov == "ref":
         return lambda: metrics.prdc(real, fake, k)
@@ -108,10 +122,14 @@ def _knn_closure(prov: str, real: torch.Tensor, fake: torch.Tensor, k: int):
 
         rn, fn_ = real.double().cpu().numpy(), fake.double().cpu().numpy()
         return lambda: compute_prdc(rn, fn_, k)
-    raise ValueError(prov)
+    return None  # the provider has no PRDC route (triton: radii only)
 
 
-def _missing(prov: str) -> str | None:
+def _missing(prov: str, device: str = "cpu") -> str | None:
+    if prov == "triton":
+        from fastgan import ops
+
+        return ops.why_unavailable("knn_radii", "triton", device)
     mod = {"baseline-scipy": "scipy", "baseline-torchmetrics": "torchmetrics", "baseline-prdc": "prdc"}.get(prov)
     if mod is None:
         return None
@@ -159,14 +177,19 @@ def main(argv=None) -> int:
         else:
             _, n, d, k = next(c for c in KNN_CASES[device] if c[0] == case)
             real, fake = features(n, d, 2, device), features(n, d, 3, device, shift=0.05)
-            make = lambda prov: _knn_closure(prov, real, fake, k)  # noqa: E731
+            if case.startswith("RADII"):
+                make = lambda prov: _radii_closure(prov, real, k)  # noqa: E731
+            else:
+                make = lambda prov: _knn_closure(prov, real, fake, k)  # noqa: E731
         closures = {}
         for prov in provs:
-            why = _missing(prov)
+            why = _missing(prov, device)
             if why:
                 skipped[prov] = why
                 continue
-            closures[prov] = (make(prov), None)
+            fn = make(prov)
+            if fn is not None:
+                closures[prov] = (fn, None)
         for prov, t in measure_group(closures, device, budget, min_reps=2).items():
             if isinstance(t, Exception):
                 skipped[f"{case}/{prov}"] = f"{type(t).__name__}: {t}".splitlines()[0]

@@ -215,3 +215,34 @@ def test_bad_input_is_named():
         M.fid_from_features(a[:1], a)
     with pytest.raises(ValueError, match=r"expected mu \(D,\) and sigma \(D, D\)"):
         M.frechet_distance(torch.zeros(3), torch.eye(3), torch.zeros(3), torch.eye(4))
+
+
+# ---- Triton k-NN kernel (interpreter on CPU, compiled on CUDA) --------------------------------------------------
+@pytest.mark.parametrize("n,d,k", [(100, 40, 1), (77, 33, 3), (130, 64, 5), (9, 5, 8)])
+def test_knn_radii_triton_matches_reference(n, d, k):
+    if ops.why_unavailable("knn_radii", "triton", "cpu") is not None:
+        pytest.skip(ops.why_unavailable("knn_radii", "triton", "cpu"))
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    x[n // 2] = x[n // 3]  # a duplicate row: distance 0 to another row
+    want = ops.knn_radii(x, k, impl="ref")
+    got = ops.knn_radii(x.float(), k, impl="triton")
+    assert got.dtype == torch.float64 and got.shape == (n,)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-3), (got - want).abs().max()
+
+
+def test_knn_radii_triton_op_registration():
+    if ops.why_unavailable("knn_radii", "triton", "cpu") is not None:
+        pytest.skip(ops.why_unavailable("knn_radii", "triton", "cpu"))
+    x = torch.randn(40, 12, generator=torch.Generator().manual_seed(0))
+    torch.library.opcheck(torch.ops.fastgan.knn_radii_triton, (x, 3), test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.gpu
+def test_knn_radii_triton_on_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    x = torch.randn(3000, 256, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    want = ops.knn_radii(x, 5, impl="ref")
+    got = ops.knn_radii(x.float().cuda(), 5, impl="triton").cpu()
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert ops.available_impls("knn_radii", "cuda")[0] == "triton"

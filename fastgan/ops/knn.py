@@ -14,7 +14,9 @@
 
 Distances are computed in tiles of rows against all columns, so no N x N matrix is ever held: the tile height is
 chosen so that a tile holds at most ``2**24`` distances. The references compute in float64 (features of any float
-dtype are upcast) so that membership decisions match the prdc package exactly.
+dtype are upcast) so that membership decisions match the prdc package exactly. ``knn_radii`` also has a Triton
+kernel (``kernels/knn.py``: distance tiles from ``tl.dot`` fused with a running top-(k+1) per row, float32), which
+``auto`` picks on CUDA.
 """
 from __future__ import annotations
 
@@ -108,6 +110,21 @@ def manifold_stats(real: Tensor, fake: Tensor, real_radii: Tensor, fake_radii: T
     return fn(real, fake, real_radii, fake_radii, bool(inclusive))
 
 
-for _op, _fn in (("knn_radii", _knn_radii_ref), ("knn_manifold_stats", _manifold_stats_ref)):
-    _dispatch.register_op(_op, {"*": ("ref",)})
-    _dispatch.register_impl(_op, "ref", _fn, devices=("cpu", "cuda", "mps", "xpu"))
+@torch.library.custom_op("fastgan::knn_radii_triton", mutates_args=())
+def _knn_radii_triton(x: Tensor, k: int) -> Tensor:
+    from fastgan.kernels import knn as kern
+
+    return kern.knn_radii(x, k)
+
+
+@_knn_radii_triton.register_fake
+def _knn_radii_fake(x, k):
+    return x.new_empty((x.shape[0],), dtype=torch.float64)
+
+
+_dispatch.register_op("knn_radii", {"cuda": ("triton", "ref"), "*": ("ref",)})
+_dispatch.register_impl("knn_radii", "ref", _knn_radii_ref, devices=("cpu", "cuda", "mps", "xpu"))
+_dispatch.register_impl("knn_radii", "triton", _knn_radii_triton, devices=("cpu", "cuda"),
+                        available=_dispatch.triton_unavailable)
+_dispatch.register_op("knn_manifold_stats", {"*": ("ref",)})
+_dispatch.register_impl("knn_manifold_stats", "ref", _manifold_stats_ref, devices=("cpu", "cuda", "mps", "xpu"))
