@@ -9,7 +9,7 @@ metrics  Frechet distance at d = 2048. ``FD_*`` cases start from features: full 
          ``baseline-torchmetrics`` (torchmetrics' float64 ``eigvals(S1 S2)`` route on our covariances).
          Target: ref >= 10x baseline-scipy on CPU.
 knn      ``PRDC_*``: precision + recall + density + coverage of N real vs N fake features. Providers: ``ref``
-         (``fastgan.metrics.prdc``, tiled float64), ``baseline-cdist-topk`` (whole float32 distance matrices with
+         (``fastgan.metrics.prdc``, tiled float64), ``triton`` (the fused kernels, CUDA), ``baseline-cdist-topk`` (whole float32 distance matrices with
          ``torch.cdist`` + ``topk``), ``baseline-prdc`` (the prdc package: float64 scikit-learn matrices).
          ``RADII_*``: the k-NN radii alone (``fastgan.ops.knn_radii``): ``ref``, ``triton`` (fused kernel, CUDA)
          and ``baseline-cdist-topk``.
@@ -113,8 +113,8 @@ def _radii_closure(prov: str, real: torch.Tensor, k: int):
 
 
 def _knn_closure(prov: str, real: torch.Tensor, fake: torch.Tensor, k: int):
-    if prov == "ref":
-        return lambda: metrics.prdc(real, fake, k)
+    if prov in ("ref", "triton"):
+        return lambda: metrics.prdc(real, fake, k, impl=prov)
     if prov == "baseline-cdist-topk":
         return lambda: _cdist_topk_prdc(real, fake, k)
     if prov == "baseline-prdc":
@@ -122,7 +122,7 @@ def _knn_closure(prov: str, real: torch.Tensor, fake: torch.Tensor, k: int):
 
         rn, fn_ = real.double().cpu().numpy(), fake.double().cpu().numpy()
         return lambda: compute_prdc(rn, fn_, k)
-    return None  # the provider has no PRDC route (triton: radii only)
+    return None
 
 
 def _missing(prov: str, device: str = "cpu") -> str | None:

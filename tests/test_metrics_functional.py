@@ -246,3 +246,38 @@ def test_knn_radii_triton_on_cuda():
     got = ops.knn_radii(x.float().cuda(), 5, impl="triton").cpu()
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-3)
     assert ops.available_impls("knn_radii", "cuda")[0] == "triton"
+    fake = torch.randn(2500, 256, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 1.1
+    p_ref = M.prdc(x, fake, 5, impl="ref")
+    p_gpu = M.prdc(x.float().cuda(), fake.float().cuda(), 5)  # auto: the Triton kernels
+    assert p_gpu == pytest.approx(p_ref, abs=2e-3)
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+@pytest.mark.parametrize("nr,nf,d,k", [(90, 70, 24, 3), (40, 130, 33, 5)])
+def test_manifold_stats_triton_matches_reference(inclusive, nr, nf, d, k):
+    if ops.why_unavailable("knn_manifold_stats", "triton", "cpu") is not None:
+        pytest.skip(ops.why_unavailable("knn_manifold_stats", "triton", "cpu"))
+    g = torch.Generator().manual_seed(nr + nf)
+    real = torch.randn(nr, d, generator=g, dtype=torch.float64)
+    fake = torch.randn(nf, d, generator=g, dtype=torch.float64) * 1.1 + 0.1
+    rr, fr = ops.knn_radii(real, k, impl="ref"), ops.knn_radii(fake, k, impl="ref")
+    want = ops.manifold_stats(real, fake, rr, fr, inclusive=inclusive, impl="ref")
+    got = ops.manifold_stats(real, fake, rr, fr, inclusive=inclusive, impl="triton")
+    for key in ("fake_in_real", "real_in_fake", "real_covered"):
+        assert got[key].dtype == torch.bool and got[key].shape == want[key].shape
+        assert int((got[key] != want[key]).sum()) <= 1, key  # float32 distances: at most a marginal flip
+    assert abs(float(got["density_count"]) - float(want["density_count"])) <= 2
+    # and the whole PRDC through the kernels
+    p_ref = M.prdc(real, fake, k, inclusive=inclusive, impl="ref")
+    p_tri = M.prdc(real.float(), fake.float(), k, inclusive=inclusive, impl="triton")
+    assert p_tri == pytest.approx(p_ref, abs=0.03)
+
+
+def test_manifold_stats_triton_op_registration():
+    if ops.why_unavailable("knn_manifold_stats", "triton", "cpu") is not None:
+        pytest.skip(ops.why_unavailable("knn_manifold_stats", "triton", "cpu"))
+    g = torch.Generator().manual_seed(3)
+    real, fake = torch.randn(40, 8, generator=g), torch.randn(50, 8, generator=g)
+    args = (real, fake, torch.rand(40, generator=g) + 1, torch.rand(50, generator=g) + 1, True)
+    torch.library.opcheck(torch.ops.fastgan.knn_manifold_stats_triton, args,
+                          test_utils=("test_schema", "test_faketensor"))

@@ -14,9 +14,9 @@
 
 Distances are computed in tiles of rows against all columns, so no N x N matrix is ever held: the tile height is
 chosen so that a tile holds at most ``2**24`` distances. The references compute in float64 (features of any float
-dtype are upcast) so that membership decisions match the prdc package exactly. ``knn_radii`` also has a Triton
-kernel (``kernels/knn.py``: distance tiles from ``tl.dot`` fused with a running top-(k+1) per row, float32), which
-``auto`` picks on CUDA.
+dtype are upcast) so that membership decisions match the prdc package exactly. Both ops also have Triton kernels
+(``kernels/knn.py``: float32 distance tiles from ``tl.dot`` reduced on the spot: a running top-(k+1) per row for
+the radii, any / nearest / count per row and any per column for the memberships), which ``auto`` picks on CUDA.
 """
 from __future__ import annotations
 
@@ -126,5 +126,27 @@ _dispatch.register_op("knn_radii", {"cuda": ("triton", "ref"), "*": ("ref",)})
 _dispatch.register_impl("knn_radii", "ref", _knn_radii_ref, devices=("cpu", "cuda", "mps", "xpu"))
 _dispatch.register_impl("knn_radii", "triton", _knn_radii_triton, devices=("cpu", "cuda"),
                         available=_dispatch.triton_unavailable)
-_dispatch.register_op("knn_manifold_stats", {"*": ("ref",)})
+@torch.library.custom_op("fastgan::knn_manifold_stats_triton", mutates_args=())
+def _manifold_stats_triton_op(real: Tensor, fake: Tensor, real_radii: Tensor, fake_radii: Tensor,
+                              inclusive: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    from fastgan.kernels import knn as kern
+
+    return kern.manifold_stats(real, fake, real_radii, fake_radii, inclusive)
+
+
+@_manifold_stats_triton_op.register_fake
+def _manifold_stats_fake(real, fake, real_radii, fake_radii, inclusive):
+    nr, nf = real.shape[0], fake.shape[0]
+    return (real.new_empty((nf,), dtype=torch.bool), real.new_empty((nr,), dtype=torch.bool),
+            real.new_empty((), dtype=torch.float64), real.new_empty((nr,), dtype=torch.bool))
+
+
+def _manifold_stats_triton(real, fake, real_radii, fake_radii, inclusive):
+    fake_in, real_in, count, covered = _manifold_stats_triton_op(real, fake, real_radii, fake_radii, inclusive)
+    return {"fake_in_real": fake_in, "real_in_fake": real_in, "density_count": count, "real_covered": covered}
+
+
+_dispatch.register_op("knn_manifold_stats", {"cuda": ("triton", "ref"), "*": ("ref",)})
 _dispatch.register_impl("knn_manifold_stats", "ref", _manifold_stats_ref, devices=("cpu", "cuda", "mps", "xpu"))
+_dispatch.register_impl("knn_manifold_stats", "triton", _manifold_stats_triton, devices=("cpu", "cuda"),
+                        available=_dispatch.triton_unavailable)
