@@ -26,6 +26,55 @@ def _cmd_data_primitives(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _cmd_ref(args: argparse.Namespace) -> int:
+    import torch
+
+    from fastgan.metrics.reference import compute_reference
+
+    kwargs = {}
+    for item in args.extractor_arg or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--extractor-arg takes KEY=VALUE, got {item!r}")
+        kwargs[key] = _parse_value(value)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    keep = {"auto": None, "yes": True, "no": False}[args.keep_features]
+    compute_reference(args.data, args.out, extractor=args.extractor, extractor_kwargs=kwargs, protocol=args.protocol,
+                      batch_size=args.batch, device=device, keep_features=keep, force=args.force)
+    return 0
+
+
+def _add_ref(sub) -> None:
+    p = sub.add_parser(
+        "ref", help="reference statistics of a dataset (FID / KID / PR), cached by content",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Embed every image of a dataset (zip or folder) with a feature extractor and write its "
+                    "statistics (float64 mean and covariance, and the features for small sets) to an npz file "
+                    "that records the dataset's sha256, the extractor and the protocol. An existing file with the "
+                    "same content, extractor and protocol is reused; a changed dataset is recomputed.")
+    p.add_argument("--data", required=True, help="dataset zip or folder of images")
+    p.add_argument("--out", required=True, help="statistics file (.npz)")
+    p.add_argument("--extractor", default="random-conv", help="registered extractor name")
+    p.add_argument("--extractor-arg", action="append", metavar="KEY=VALUE",
+                   help="argument for the extractor (repeatable), e.g. dim=64 or weights=/path/to/file")
+    p.add_argument("--protocol", default=None, help="preprocessing protocol (default: the extractor's)")
+    p.add_argument("--batch", type=int, default=64, help="images per batch")
+    p.add_argument("--device", default=None, help="device (default: cuda when visible, else cpu)")
+    p.add_argument("--keep-features", choices=["auto", "yes", "no"], default="auto",
+                   help="store the features too (auto: when images <= 2 x feature dimensions)")
+    p.add_argument("--force", action="store_true", help="recompute even when --out is up to date")
+    p.set_defaults(func=_cmd_ref)
+
+
 def _add_data(sub) -> None:
     data = sub.add_parser("data", help="make datasets (Primitives-PS synthetic pretraining data)",
                           description="Dataset commands. Datasets are zips of NNNNN/imgNNNNNNNN.png plus dataset.json.")
@@ -71,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="device to check (repeatable; default: cpu, and cuda when visible)")
     p.set_defaults(func=_cmd_doctor)
     _add_data(sub)
+    _add_ref(sub)
     return parser
 
 
@@ -87,7 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileExistsError, PermissionError, ImportError) as exc:
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, PermissionError, ImportError) as exc:
         # bad input: one clear line naming the problem, no traceback
         name = " ".join(x for x in (args.command, getattr(args, "data_command", None)) if x)
         print(f"fastgan {name}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,145 @@
+"""Reference statistics of a dataset (``fastgan ref``): images -> extractor -> FeatureStats npz, cached by content.
+
+The statistics file records the sha256 of the dataset's content, the extractor's description (name, dimension,
+input size, weights hash) and the protocol. Asking again for the same dataset, extractor and protocol loads the file
+instead of recomputing it; a changed dataset (same path, other bytes) is recomputed.
+
+Datasets are zips (the ``fastgan data`` layout, or any zip of images) or folders of images; images are read in
+sorted name order, converted to RGB.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pathlib
+import zipfile
+from typing import Callable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+
+from .extractors import FeatureExtractor, get_extractor
+from .protocols import get_protocol
+from .stats import FeatureStats
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES) and not pathlib.PurePosixPath(name).name.startswith(".")
+
+
+def _sha256_file(path: pathlib.Path, h=None):
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def content_sha256(data: Union[str, os.PathLike]) -> str:
+    """sha256 of a dataset zip's bytes, or of a folder's sorted (relative name, image bytes) pairs."""
+    path = pathlib.Path(data)
+    if path.is_file():
+        return _sha256_file(path).hexdigest()
+    h = hashlib.sha256()
+    for f in _folder_images(path):
+        h.update(str(f.relative_to(path)).encode() + b"\0")
+        _sha256_file(f, h)
+    return h.hexdigest()
+
+
+def _folder_images(path: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p.name))
+
+
+def count_images(data: Union[str, os.PathLike]) -> int:
+    path = _check_data(data)
+    if path.is_file():
+        with zipfile.ZipFile(path) as z:
+            return sum(1 for n in z.namelist() if _is_image(n))
+    return len(_folder_images(path))
+
+
+def _check_data(data) -> pathlib.Path:
+    path = pathlib.Path(data)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {path} does not exist")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(f"dataset {path} is neither a zip file nor a folder")
+    return path
+
+
+def iter_images(data: Union[str, os.PathLike], batch_size: int = 64) -> Iterator[torch.Tensor]:
+    """uint8 (B, 3, H, W) batches of a dataset's images in sorted name order (all images must share one size)."""
+    from PIL import Image
+
+    path = _check_data(data)
+    size = None
+
+    def decode(raw: bytes, name: str) -> np.ndarray:
+        nonlocal size
+        with Image.open(io.BytesIO(raw)) as im:
+            arr = np.asarray(im.convert("RGB"))
+        if size is None:
+            size = arr.shape
+        elif arr.shape != size:
+            raise ValueError(f"{name}: image of shape {arr.shape[:2]} in a dataset of {size[:2]} images")
+        return arr
+
+    def batches(items) -> Iterator[torch.Tensor]:
+        buf = []
+        for name, read in items:
+            buf.append(decode(read(), name))
+            if len(buf) == batch_size:
+                yield torch.from_numpy(np.stack(buf)).permute(0, 3, 1, 2).contiguous()
+                buf = []
+        if buf:
+            yield torch.from_numpy(np.stack(buf)).permute(0, 3, 1, 2).contiguous()
+
+    if path.is_file():
+        with zipfile.ZipFile(path) as z:
+            names = sorted(n for n in z.namelist() if _is_image(n))
+            yield from batches((n, (lambda n=n: z.read(n))) for n in names)
+    else:
+        files = _folder_images(path)
+        yield from batches((str(f), f.read_bytes) for f in files)
+
+
+def compute_reference(data: Union[str, os.PathLike], out: Union[str, os.PathLike], *,
+                      extractor: Union[str, FeatureExtractor] = "random-conv", extractor_kwargs: Optional[dict] = None,
+                      protocol: Optional[str] = None, batch_size: int = 64, device: Union[str, torch.device] = "cpu",
+                      keep_features: Optional[bool] = None, force: bool = False,
+                      log: Callable[[str], None] = print) -> tuple[FeatureStats, bool]:
+    """Statistics of ``data`` written to ``out`` (npz); returns (stats, computed). ``computed`` is False when ``out``
+    already held the statistics of the same content, extractor and protocol (then nothing is written).
+
+    ``keep_features=None`` keeps the features when there are no more than twice as many images as feature
+    dimensions (the few-shot case, where FID needs them)."""
+    data_path = _check_data(data)
+    out = pathlib.Path(out)
+    ext = extractor if isinstance(extractor, FeatureExtractor) else get_extractor(
+        extractor, device=device, **(extractor_kwargs or {}))
+    protocol = protocol or ext.protocol
+    get_protocol(protocol)
+    want = dict(ext.describe(), protocol=protocol, content_sha256=content_sha256(data_path))
+    if out.exists() and not force:
+        try:
+            old = FeatureStats.load(out)
+        except (ValueError, OSError):
+            old = None
+        if old is not None and all(old.metadata.get(k) == v for k, v in want.items()):
+            log(f"{out}: up to date ({old.n} images, {want['extractor']}, {protocol})")
+            return old, False
+    n = count_images(data_path)
+    if n == 0:
+        raise ValueError(f"dataset {data_path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    keep = (n <= 2 * ext.dim) if keep_features is None else bool(keep_features)
+    stats = FeatureStats(keep_features=keep)
+    for batch in iter_images(data_path, batch_size):
+        stats.update(ext(batch, protocol=protocol))
+    stats.save(out, **want, dataset=str(data_path), cov_norm=get_protocol(protocol).cov_norm)
+    log(f"{out}: {stats.n} images, {want['extractor']} ({ext.dim}-d), protocol {protocol}"
+        + (", features kept" if keep else ""))
+    return stats, True
