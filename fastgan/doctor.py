@@ -34,7 +34,7 @@ def _adafm_case(device: str) -> tuple[Callable, tuple, tuple[bool, ...]]:
         tuple(t.to(device) for t in (x, w, gamma, beta, bias)), (True, False, True, True, True)
 
 
-def _synth_inputs():
+def _exact_inputs():
     from fastgan.ops import synth as S
 
     g = torch.Generator().manual_seed(0)
@@ -46,9 +46,11 @@ def _synth_inputs():
                        torch.randint(1, 90, (2, 9, 1), generator=g).float(), torch.zeros(2, 9, 1)], dim=-1)
     canvas = torch.randint(0, 256, (2, 3, 17, 15), dtype=torch.uint8, generator=g)
     texture = torch.randint(0, 256, (2, 3, 17, 15), dtype=torch.uint8, generator=g)
+    points = torch.randn(70, 24, generator=g)
     return {"synth_spectral_field": ((keys, exps, 16), 5e-5),
             "synth_minmax_quantize": ((torch.randn(2, 3, 9, 8, generator=g),), 0.0),
-            "rasterize_shapes": ((canvas, table, texture), 0.0)}
+            "rasterize_shapes": ((canvas, table, texture), 0.0),
+            "knn_radii": ((points, 3), 1e-4)}  # float32 kernels vs the float64 reference
 
 
 # one small case per differentiable op: (fn(*inputs, impl=...), inputs, which inputs get gradients)
@@ -57,13 +59,13 @@ PARITY_CASES: dict[str, Callable[[str], tuple]] = {
     "adafm_conv2d": _adafm_case,
 }
 # ops without gradients, compared with their reference on the CPU: bit-equal (tolerance 0) or max relative error
-EXACT_OPS = ("synth_spectral_field", "synth_minmax_quantize", "rasterize_shapes")
+EXACT_OPS = ("synth_spectral_field", "synth_minmax_quantize", "rasterize_shapes", "knn_radii")
 
 
 def _exact_parity(op_name: str, impl: str, device: str) -> Optional[str]:
     from fastgan.ops import _dispatch
 
-    args, tol = _synth_inputs()[op_name]
+    args, tol = _exact_inputs()[op_name]
     try:
         want = _dispatch._OPS[op_name].impls["ref"].fn(*args)
         got = _dispatch._OPS[op_name].impls[impl].fn(*[a.to(device) if isinstance(a, torch.Tensor) else a
