@@ -291,6 +291,23 @@ def _shape_bbox_kernel(SHAPES, BOX, N, HAS_TEX: tl.constexpr, BLOCK: tl.constexp
     tl.store(out + 3, y1, mask=m)
 
 
+@triton.jit
+def _paint_channel(c, tex, hit, textured, v, o, IS_U8: tl.constexpr, HAS_TEX: tl.constexpr):
+    """One channel of one table row: (new values, still-open mask) of the tile. ``c`` is the row's raw colour value
+    for the channel (for a textured row: its flag), ``tex`` the channel's texture tile."""
+    if IS_U8:
+        f = tl.minimum(tl.maximum(c, 0.0), 255.0).to(tl.uint8)
+    else:
+        f = c
+    if HAS_TEX:
+        f = tl.where(textured, tex, f)
+        g = hit & ((~textured) | (c != 0.0))
+    else:
+        g = hit
+    g = g & o
+    return tl.where(g, f, v), o & (~g)
+
+
 # At most 4 pixels per thread: the float64 temporaries of the inside tests cost 2 registers per pixel each
 # (ptxas for sm_90a: ~110 registers at 4 pixels / thread, ~80 at 2, but 160-200 at 8).
 _RASTER_CFGS = [
@@ -345,7 +362,7 @@ def _raster_kernel(CANVAS, TEX, SHAPES, BOX, TRIG, OUT, S, H, W,
     if C > 2:
         v2 = tl.load(CANVAS + cpix + 2 * scc, mask=inb)
         o2 = inb
-    t0 = v0  # texture tiles (placeholders when there is no texture)
+    t0 = v0  # texture tiles; without a texture they are bound but never read
     t1 = v0
     t2 = v0
     if HAS_TEX:
@@ -414,52 +431,16 @@ def _raster_kernel(CANVAS, TEX, SHAPES, BOX, TRIG, OUT, S, H, W,
                 ry0 = tl.where(no_nan, tl.minimum(p1, p3), float("nan"))
                 ry1 = tl.where(no_nan, tl.maximum(p1, p3), float("nan"))
                 hit = ((x >= rx0) & (x <= rx1)) & ((y >= ry0) & (y <= ry1))
-            # Paint (written out per channel: nested @jit calls are slow in the interpreter). A solid row paints
-            # every open covered pixel with its colour (uint8 canvas: clamped to [0, 255], truncated) and closes
-            # it; a textured row does so, with the texture, only in the channels whose colour value is non-zero.
-            c0 = tl.load(row + 1)
-            if IS_U8:
-                f0 = tl.minimum(tl.maximum(c0, 0.0), 255.0).to(tl.uint8)
-            else:
-                f0 = c0
-            if HAS_TEX:
-                f0 = tl.where(textured, t0, f0)
-                g0 = hit & ((~textured) | (c0 != 0.0))
-            else:
-                g0 = hit
-            g0 = g0 & o0
-            v0 = tl.where(g0, f0, v0)
-            o0 = o0 & (~g0)
+            # Paint: a solid row paints every open covered pixel with its colour (uint8 canvas: clamped to
+            # [0, 255], truncated) and closes it; a textured row does so, with the texture, only in the channels
+            # whose colour value is non-zero.
+            v0, o0 = _paint_channel(tl.load(row + 1), t0, hit, textured, v0, o0, IS_U8, HAS_TEX)
             opn = o0
             if C > 1:
-                c1 = tl.load(row + 2)
-                if IS_U8:
-                    f1 = tl.minimum(tl.maximum(c1, 0.0), 255.0).to(tl.uint8)
-                else:
-                    f1 = c1
-                if HAS_TEX:
-                    f1 = tl.where(textured, t1, f1)
-                    g1 = hit & ((~textured) | (c1 != 0.0))
-                else:
-                    g1 = hit
-                g1 = g1 & o1
-                v1 = tl.where(g1, f1, v1)
-                o1 = o1 & (~g1)
+                v1, o1 = _paint_channel(tl.load(row + 2), t1, hit, textured, v1, o1, IS_U8, HAS_TEX)
                 opn = opn | o1
             if C > 2:
-                c2 = tl.load(row + 3)
-                if IS_U8:
-                    f2 = tl.minimum(tl.maximum(c2, 0.0), 255.0).to(tl.uint8)
-                else:
-                    f2 = c2
-                if HAS_TEX:
-                    f2 = tl.where(textured, t2, f2)
-                    g2 = hit & ((~textured) | (c2 != 0.0))
-                else:
-                    g2 = hit
-                g2 = g2 & o2
-                v2 = tl.where(g2, f2, v2)
-                o2 = o2 & (~g2)
+                v2, o2 = _paint_channel(tl.load(row + 3), t2, hit, textured, v2, o2, IS_U8, HAS_TEX)
                 opn = opn | o2
             n_open = tl.sum(opn.to(tl.int32))
         s -= 1
