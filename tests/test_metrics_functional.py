@@ -218,10 +218,15 @@ def test_bad_input_is_named():
 
 
 # ---- Triton k-NN kernel (interpreter on CPU, compiled on CUDA) --------------------------------------------------
+def _need_triton(op):
+    reason = ops.why_unavailable(op, "triton", "cpu")
+    if reason is not None:
+        pytest.fail(f"impl 'triton' of {op} should be available in the test environment: {reason}")
+
+
 @pytest.mark.parametrize("n,d,k", [(100, 40, 1), (77, 33, 3), (130, 64, 5), (9, 5, 8)])
 def test_knn_radii_triton_matches_reference(n, d, k):
-    if ops.why_unavailable("knn_radii", "triton", "cpu") is not None:
-        pytest.skip(ops.why_unavailable("knn_radii", "triton", "cpu"))
+    _need_triton("knn_radii")
     x = torch.randn(n, d, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
     x[n // 2] = x[n // 3]  # a duplicate row: distance 0 to another row
     want = ops.knn_radii(x, k, impl="ref")
@@ -231,8 +236,7 @@ def test_knn_radii_triton_matches_reference(n, d, k):
 
 
 def test_knn_radii_triton_op_registration():
-    if ops.why_unavailable("knn_radii", "triton", "cpu") is not None:
-        pytest.skip(ops.why_unavailable("knn_radii", "triton", "cpu"))
+    _need_triton("knn_radii")
     x = torch.randn(40, 12, generator=torch.Generator().manual_seed(0))
     torch.library.opcheck(torch.ops.fastgan.knn_radii_triton, (x, 3), test_utils=("test_schema", "test_faketensor"))
 
@@ -255,8 +259,7 @@ def test_knn_radii_triton_on_cuda():
 @pytest.mark.parametrize("inclusive", [False, True])
 @pytest.mark.parametrize("nr,nf,d,k", [(90, 70, 24, 3), (40, 130, 33, 5)])
 def test_manifold_stats_triton_matches_reference(inclusive, nr, nf, d, k):
-    if ops.why_unavailable("knn_manifold_stats", "triton", "cpu") is not None:
-        pytest.skip(ops.why_unavailable("knn_manifold_stats", "triton", "cpu"))
+    _need_triton("knn_manifold_stats")
     g = torch.Generator().manual_seed(nr + nf)
     real = torch.randn(nr, d, generator=g, dtype=torch.float64)
     fake = torch.randn(nf, d, generator=g, dtype=torch.float64) * 1.1 + 0.1
@@ -274,8 +277,7 @@ def test_manifold_stats_triton_matches_reference(inclusive, nr, nf, d, k):
 
 
 def test_manifold_stats_triton_op_registration():
-    if ops.why_unavailable("knn_manifold_stats", "triton", "cpu") is not None:
-        pytest.skip(ops.why_unavailable("knn_manifold_stats", "triton", "cpu"))
+    _need_triton("knn_manifold_stats")
     g = torch.Generator().manual_seed(3)
     real, fake = torch.randn(40, 8, generator=g), torch.randn(50, 8, generator=g)
     args = (real, fake, torch.rand(40, generator=g) + 1, torch.rand(50, generator=g) + 1, True)
