@@ -62,7 +62,7 @@ def test_save_load_roundtrip_with_metadata(tmp_path):
     x = _feats(64, 12, 5, 2.0)
     st = _streamed(x, [30, 34], keep_features=True)
     path = st.save(tmp_path / "refs" / "x.npz", extractor="pixels", protocol="clean", cov_norm="unbiased")
-    assert path.exists() and not (tmp_path / "refs" / "x.npz.tmp").exists()
+    assert [p.name for p in (tmp_path / "refs").iterdir()] == ["x.npz"]  # no temporary left behind
     back = FeatureStats.load(path)
     assert back.metadata == {"extractor": "pixels", "protocol": "clean", "cov_norm": "unbiased"}
     assert back.n == 64 and torch.equal(back.mean(), st.mean()) and torch.equal(back.cov(), st.cov())
@@ -144,3 +144,17 @@ def test_two_process_gloo_all_reduce_equals_one_process(tmp_path):
         assert torch.allclose(st.mean(), single.mean(), rtol=1e-13)
         assert torch.allclose(st.cov(), single.cov(), rtol=1e-10, atol=1e-12)
         assert torch.equal(st.features(), x)  # gathered in rank order
+
+
+def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "s.npz"
+    FeatureStats().update(_feats(10, 3, 0)).save(path, tag="old")
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        FeatureStats().update(_feats(10, 3, 1)).save(path, tag="new")
+    assert FeatureStats.load(path).metadata == {"tag": "old"}
+    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]

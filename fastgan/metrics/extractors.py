@@ -14,7 +14,6 @@ untrained convolutional network: deterministic features for tests and smoke runs
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 from typing import Callable, Optional, Union
@@ -22,17 +21,14 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .._io import sha256_file
 from . import protocols as P
 
 WEIGHTS_ENV = "FASTGAN_WEIGHTS_DIR"
 
 
 def sha256_of(path: Union[str, os.PathLike]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path).hexdigest()
 
 
 def find_weights(filename: str, sha256_prefix: str, weights: Optional[Union[str, os.PathLike]] = None) -> pathlib.Path:

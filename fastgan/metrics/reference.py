@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Optional, Union
 import numpy as np
 import torch
 
+from .._io import sha256_file
 from .extractors import FeatureExtractor, get_extractor
 from .protocols import get_protocol
 from .stats import FeatureStats
@@ -30,23 +31,15 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES) and not pathlib.PurePosixPath(name).name.startswith(".")
 
 
-def _sha256_file(path: pathlib.Path, h=None):
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h
-
-
 def content_sha256(data: Union[str, os.PathLike]) -> str:
     """sha256 of a dataset zip's bytes, or of a folder's sorted (relative name, image bytes) pairs."""
     path = pathlib.Path(data)
     if path.is_file():
-        return _sha256_file(path).hexdigest()
+        return sha256_file(path).hexdigest()
     h = hashlib.sha256()
     for f in _folder_images(path):
         h.update(str(f.relative_to(path)).encode() + b"\0")
-        _sha256_file(f, h)
+        sha256_file(f, h)
     return h.hexdigest()
 
 

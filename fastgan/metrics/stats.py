@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._io import atomic_path
 from . import functional as F
 
 FORMAT = "fastgan.FeatureStats/1"
@@ -160,10 +161,8 @@ class FeatureStats:
         if self.keep_features:
             arrays["features"] = self.features().numpy()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
         self.metadata = meta
         return path
 

@@ -22,6 +22,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from .._checks import require_ints
+from .._io import atomic_path
 from .pipeline import PrimitivesPS
 
 FORMAT_VERSION = 1
@@ -103,14 +104,14 @@ def write_dataset(dest: Union[str, os.PathLike], gen: PrimitivesPS, num: int, *,
             "generator": gen.config(),
         },
     }
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     from tqdm import tqdm
 
     bar = tqdm(total=hi - lo, unit="img", desc=dest.name, file=sys.stderr,
                disable=(not sys.stderr.isatty()) if progress is None else not progress)
     pool = ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1))
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED,
+                                                       allowZip64=True) as zf:
             first = lo - lo % batch_size  # batches aligned to global indices: shard-independent bytes
             for b0 in range(first, hi, batch_size):
                 imgs = gen.images(b0, batch_size).permute(0, 2, 3, 1).contiguous().cpu().numpy()
@@ -124,15 +125,6 @@ def write_dataset(dest: Union[str, os.PathLike], gen: PrimitivesPS, num: int, *,
             info = zipfile.ZipInfo("dataset.json", date_time=_ZIP_TIME)
             info.external_attr = 0o644 << 16
             zf.writestr(info, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
     finally:
         bar.close()
         pool.shutdown(wait=True)
