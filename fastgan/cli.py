@@ -75,9 +75,32 @@ def _add_ref(sub) -> None:
     p.set_defaults(func=_cmd_ref)
 
 
+def _cmd_data_make(args: argparse.Namespace) -> int:
+    from fastgan.data import make_dataset
+
+    make_dataset(args.source, args.dest, resolution=args.resolution, transform=args.transform,
+                 channels=args.channels, on_error=args.on_error, max_images=args.max_images, labels=args.labels,
+                 overwrite=args.overwrite, progress=False if args.quiet else None,
+                 log=(lambda s: None) if args.quiet else print)
+    return 0
+
+
+def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from fastgan.data import inspect_dataset
+    from fastgan.data.inspect import format_report
+
+    info = inspect_dataset(args.path, sha256=not args.no_hash)
+    print(json.dumps(info, indent=2) if args.json else format_report(info))
+    return 0
+
+
 def _add_data(sub) -> None:
-    data = sub.add_parser("data", help="make datasets (Primitives-PS synthetic pretraining data)",
-                          description="Dataset commands. Datasets are zips of NNNNN/imgNNNNNNNN.png plus dataset.json.")
+    data = sub.add_parser("data", help="make datasets from image folders or zips, inspect them, or synthesise "
+                                       "Primitives-PS pretraining data",
+                          description="Dataset commands. Datasets are zips of NNNNN/imgNNNNNNNN.png plus dataset.json "
+                                      "(StyleGAN2-ADA layout).")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     p = dsub.add_parser(
         "primitives", help="write a Primitives-PS dataset zip",
@@ -105,7 +128,152 @@ def _add_data(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.set_defaults(func=_cmd_data_primitives)
+    p = dsub.add_parser(
+        "make", help="convert an image folder or zip into a dataset zip",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Convert every image of --source (a folder, searched recursively, or a zip) into a dataset zip "
+                    "of R x R 8-bit PNGs. EXIF orientation is applied, transparency is composited over black, 16-bit "
+                    "images are scaled to 8 bits, palette and CMYK images are converted. Without --transform every "
+                    "image must already be R x R. Labels come from the source's dataset.json. The zip is written "
+                    "under a temporary name and renamed at the end; an existing --dest is refused unless --overwrite.")
+    p.add_argument("--source", required=True, help="image folder or zip")
+    p.add_argument("--dest", required=True, help="output .zip file")
+    p.add_argument("--resolution", default=None,
+                   help="output side R (power of two >= 4), as R or RxR; needed with --transform "
+                        "(default: the images' own size)")
+    p.add_argument("--transform", choices=["center-crop", "pad", "resize"], default=None,
+                   help="make images R x R: center-crop (crop to square), pad (black borders to square) or resize "
+                        "(aspect not kept)")
+    p.add_argument("--channels", choices=["rgb", "gray", "auto"], default="rgb",
+                   help="output channels (auto: gray when every source image is gray)")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="unreadable images: stop, or leave them out and list them in <dest stem>-skipped.txt")
+    p.add_argument("--labels", choices=["keep", "drop"], default="keep",
+                   help="keep the labels of the source dataset.json (every image needs one) or drop them")
+    p.add_argument("--max-images", type=int, default=None, help="stop after this many images")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_cmd_data_make)
+    p = dsub.add_parser(
+        "inspect", help="counts, shapes, modes, labels and content hash of a dataset",
+        description="Read every image header of a dataset zip or image folder and report the image count, the "
+                    "distinct shapes and modes, label statistics, the content sha256, and whether training can "
+                    "read it as it is.")
+    p.add_argument("path", help="dataset zip or image folder")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-hash", action="store_true", help="skip the content sha256 (faster on large datasets)")
+    p.set_defaults(func=_cmd_data_inspect)
     data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from fastgan.train.loop import train
+    from fastgan.train.options import TrainOptions
+
+    from fastgan.train.loop import NonFiniteError
+
+    fields = {f: getattr(args, f) for f in TrainOptions.__dataclass_fields__ if f != "resolved" and hasattr(args, f)}
+    try:
+        result = train(TrainOptions(**fields), device=args.device, quiet=args.quiet)
+    except NonFiniteError as exc:  # the run dir's status.json and log.txt say the same
+        print(f"fastgan train: stopped: {exc}", file=sys.stderr)
+        return 1
+    return result.exit_code
+
+
+def _add_train(sub) -> None:
+    from fastgan.train.options import AUG_CHOICES, CFG_SPECS, NONFINITE_CHOICES
+
+    p = sub.add_parser(
+        "train", help="train a StyleGAN2-style GAN (one process, or every process of a torchrun launch)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train from a dataset zip/folder or from Primitives-PS images synthesised on the fly "
+                    "(--data synth:primitives-ps --resolution R). Progress is counted in kimg (thousands of real "
+                    "images shown to D). Each run gets <outdir>/<NNNNN>-<cfg>-<data>-gpus<W>-batch<B>[-desc]/ with "
+                    "training_options.json, log.txt, stats.jsonl, image grids, network snapshots, training states "
+                    "and latest.json. --resume auto continues the latest complete state of the matching run "
+                    "bit-exactly; --transfer starts a new run from a snapshot's weights. Multi-GPU: "
+                    "torchrun --standalone --nproc_per_node N -m fastgan train ...")
+    p.add_argument("--data", required=True, help="dataset zip or folder, or synth:<primitives-ps|primitives-s|"
+                                                 "primitives|pinknoise>")
+    p.add_argument("--outdir", required=True, help="parent folder of the run directories")
+    p.add_argument("--cfg", default="auto", choices=sorted(CFG_SPECS), help="network/optimiser preset")
+    p.add_argument("--resolution", type=int, default=None, help="image size (default: the dataset's)")
+    p.add_argument("--batch", type=int, default=32, help="total batch over all processes")
+    p.add_argument("--batch-gpu", type=int, default=None, help="samples per process per round (accumulation)")
+    p.add_argument("--kimg", type=float, default=25000, help="train until this many thousand real images")
+    p.add_argument("--tick", type=float, default=4, help="status line every this many kimg")
+    p.add_argument("--snap", type=int, default=50, help="snapshot + training state every this many ticks")
+    p.add_argument("--img-snap", type=int, default=None, help="fakes grid every this many ticks (default --snap)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (latents, noise, augmentation, data order)")
+    p.add_argument("--aug", choices=AUG_CHOICES, default="diffaug", help="D augmentation")
+    p.add_argument("--diffaug-policy", default="color,translation,cutout", help="DiffAugment ops")
+    p.add_argument("--ada-target", type=float, default=0.6, help="ADA target of sign(D(real))")
+    p.add_argument("--ada-kimg", type=float, default=500, help="ADA: kimg for p to move by 1")
+    p.add_argument("--mirror", action="store_true", help="add x-flipped copies of the dataset")
+    p.add_argument("--cond", action="store_true", help="condition on the dataset's labels")
+    p.add_argument("--gamma", type=float, default=None, help="R1 weight (default: the preset's)")
+    p.add_argument("--glr", type=float, default=None, help="G learning rate (default: the preset's)")
+    p.add_argument("--dlr", type=float, default=None, help="D learning rate (default: the preset's)")
+    p.add_argument("--map", type=int, default=None, help="mapping layers (default: the preset's)")
+    p.add_argument("--cbase", type=int, default=None, help="channel base (default: the preset's)")
+    p.add_argument("--cmax", type=int, default=None, help="max channels (default: the preset's)")
+    p.add_argument("--mbstd", type=int, default=None, help="minibatch-std group size (default: the preset's)")
+    p.add_argument("--pl-weight", type=float, default=None, help="path-length weight, 0 = off")
+    p.add_argument("--style-mixing", type=float, default=None, help="style-mixing probability")
+    p.add_argument("--r1-interval", type=int, default=16, help="lazy R1 every N steps (1 = every step)")
+    p.add_argument("--pl-interval", type=int, default=4, help="lazy path-length regularisation every N steps")
+    p.add_argument("--ema-kimg", type=float, default=None, help="G_ema half-life in kimg")
+    p.add_argument("--ema-rampup", type=float, default=None, help="G_ema ramp-up ratio (0 = none)")
+    p.add_argument("--fp32", action="store_true", help="no float16 layers")
+    p.add_argument("--nobench", action="store_true", help="disable cuDNN benchmarking")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes per training process")
+    p.add_argument("--desc", default="", help="suffix for the run directory name")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="continue a run: auto (latest matching run in --outdir), a run dir or a training-state file")
+    p.add_argument("--transfer", default=None, metavar="SNAPSHOT",
+                   help="start from the weights of a network snapshot (.pt) or StyleGAN2-ADA pickle (.pkl)")
+    p.add_argument("--allow-partial", action="store_true", help="with --transfer: load only matching tensors")
+    p.add_argument("--nonfinite", choices=NONFINITE_CHOICES, default="skip", help="policy for NaN/Inf gradients")
+    p.add_argument("--nonfinite-limit", type=int, default=10,
+                   help="stop (status failed) after this many consecutive steps with NaN/Inf gradients")
+    p.add_argument("--keep-states", type=int, default=3, help="training states kept (snapshots are all kept)")
+    p.add_argument("--timeout", type=float, default=1800, help="collective timeout in seconds")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stdout is a terminal)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when visible)")
+    p.add_argument("--quiet", action="store_true", help="no console output (log.txt is still written)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="print the resolved options and exit")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from fastgan.sampling import parse_seeds, write_images
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    write_images(args.network, parse_seeds(args.seeds), args.outdir, truncation_psi=args.trunc,
+                 class_idx=args.class_idx, noise_mode=args.noise_mode, batch_size=args.batch, device=device)
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate", help="images from a network snapshot, one PNG per seed",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Write seed<NNNN>.png for every seed with the snapshot's G_ema. A seed gives the same image "
+                    "whatever --batch and device (z = numpy RandomState(seed).randn, as StyleGAN).")
+    p.add_argument("--network", required=True, help="network-snapshot-*.pt or StyleGAN2-ADA .pkl")
+    p.add_argument("--seeds", required=True, help="seeds, e.g. 0-63,100")
+    p.add_argument("--outdir", required=True, help="output folder")
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi")
+    p.add_argument("--class", dest="class_idx", type=int, default=None, help="class for conditional networks")
+    p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const", help="per-pixel noise")
+    p.add_argument("--batch", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", default=None, help="device (default: cuda when visible, else cpu)")
+    p.set_defaults(func=_cmd_generate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_doctor)
     _add_data(sub)
     _add_ref(sub)
+    _add_train(sub)
+    _add_generate(sub)
     return parser
 
 

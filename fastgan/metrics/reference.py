@@ -4,100 +4,56 @@ The statistics file records the sha256 of the dataset's content, the extractor's
 input size, weights hash) and the protocol. Asking again for the same dataset, extractor and protocol loads the file
 instead of recomputing it; a changed dataset (same path, other bytes) is recomputed.
 
-Datasets are zips (the ``fastgan data`` layout, or any zip of images) or folders of images; images are read in
-sorted name order, converted to RGB.
+Datasets are zips (the ``fastgan data`` layout, or any zip of images) or folders of images, read through
+``fastgan.data.layout`` (the same listing and content hash as training); images are read in sorted name order,
+converted to RGB.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pathlib
-import zipfile
 from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
-from .._io import sha256_file
+from ..data.layout import IMAGE_SUFFIXES, ImageSource, check_data, content_sha256
 from .extractors import FeatureExtractor, get_extractor
 from .protocols import get_protocol
 from .stats import FeatureStats
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES) and not pathlib.PurePosixPath(name).name.startswith(".")
-
-
-def content_sha256(data: Union[str, os.PathLike]) -> str:
-    """sha256 of a dataset zip's bytes, or of a folder's sorted (relative name, image bytes) pairs."""
-    path = pathlib.Path(data)
-    if path.is_file():
-        return sha256_file(path).hexdigest()
-    h = hashlib.sha256()
-    for f in _folder_images(path):
-        h.update(str(f.relative_to(path)).encode() + b"\0")
-        sha256_file(f, h)
-    return h.hexdigest()
-
-
-def _folder_images(path: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p.name))
+__all__ = ["IMAGE_SUFFIXES", "content_sha256", "count_images", "iter_images", "compute_reference"]
 
 
 def count_images(data: Union[str, os.PathLike]) -> int:
-    path = _check_data(data)
-    if path.is_file():
-        with zipfile.ZipFile(path) as z:
-            return sum(1 for n in z.namelist() if _is_image(n))
-    return len(_folder_images(path))
-
-
-def _check_data(data) -> pathlib.Path:
-    path = pathlib.Path(data)
-    if not path.exists():
-        raise FileNotFoundError(f"dataset {path} does not exist")
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise ValueError(f"dataset {path} is neither a zip file nor a folder")
-    return path
+    """Number of image files in a dataset zip or folder."""
+    return len(ImageSource(data))
 
 
 def iter_images(data: Union[str, os.PathLike], batch_size: int = 64) -> Iterator[torch.Tensor]:
     """uint8 (B, 3, H, W) batches of a dataset's images in sorted name order (all images must share one size)."""
     from PIL import Image
 
-    path = _check_data(data)
+    src = ImageSource(data)
     size = None
-
-    def decode(raw: bytes, name: str) -> np.ndarray:
-        nonlocal size
-        with Image.open(io.BytesIO(raw)) as im:
-            arr = np.asarray(im.convert("RGB"))
-        if size is None:
-            size = arr.shape
-        elif arr.shape != size:
-            raise ValueError(f"{name}: image of shape {arr.shape[:2]} in a dataset of {size[:2]} images")
-        return arr
-
-    def batches(items) -> Iterator[torch.Tensor]:
-        buf = []
-        for name, read in items:
-            buf.append(decode(read(), name))
+    buf = []
+    try:
+        for name in src.names:
+            with Image.open(io.BytesIO(src.read(name))) as im:
+                arr = np.asarray(im.convert("RGB"))
+            if size is None:
+                size = arr.shape
+            elif arr.shape != size:
+                raise ValueError(f"{src.where(name)}: image of shape {arr.shape[:2]} in a dataset of {size[:2]} images")
+            buf.append(arr)
             if len(buf) == batch_size:
                 yield torch.from_numpy(np.stack(buf)).permute(0, 3, 1, 2).contiguous()
                 buf = []
         if buf:
             yield torch.from_numpy(np.stack(buf)).permute(0, 3, 1, 2).contiguous()
-
-    if path.is_file():
-        with zipfile.ZipFile(path) as z:
-            names = sorted(n for n in z.namelist() if _is_image(n))
-            yield from batches((n, (lambda n=n: z.read(n))) for n in names)
-    else:
-        files = _folder_images(path)
-        yield from batches((str(f), f.read_bytes) for f in files)
+    finally:
+        src.close()
 
 
 def compute_reference(data: Union[str, os.PathLike], out: Union[str, os.PathLike], *,
@@ -110,7 +66,7 @@ def compute_reference(data: Union[str, os.PathLike], out: Union[str, os.PathLike
 
     ``keep_features=None`` keeps the features when there are no more than twice as many images as feature
     dimensions (the few-shot case, where FID needs them)."""
-    data_path = _check_data(data)
+    data_path = check_data(data)
     out = pathlib.Path(out)
     ext = extractor if isinstance(extractor, FeatureExtractor) else get_extractor(
         extractor, device=device, **(extractor_kwargs or {}))

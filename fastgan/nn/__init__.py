@@ -1,4 +1,7 @@
-"""nn.Modules built only from fastgan.ops and torch."""
+"""nn.Modules built only from fastgan.ops and torch: modulated / AdaFM convs and the StyleGAN2-style networks."""
+from .checkpoint import load_network, load_snapshot, save_snapshot
 from .modconv import AdaFMConv2d, ModulatedConv2d
+from .networks import Discriminator, Generator, MappingNetwork, SynthesisNetwork, build_network
 
-__all__ = ["ModulatedConv2d", "AdaFMConv2d"]
+__all__ = ["ModulatedConv2d", "AdaFMConv2d", "Generator", "Discriminator", "MappingNetwork", "SynthesisNetwork",
+           "build_network", "save_snapshot", "load_snapshot", "load_network"]

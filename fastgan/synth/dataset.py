@@ -10,7 +10,6 @@ existing destination is refused unless ``overwrite=True``; on any error (or Ctrl
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -19,14 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-import numpy as np
-
 from .._checks import require_ints
 from .._io import atomic_path
+from ..data.layout import FORMAT_VERSION, check_dest, encode_png, image_name, write_entry
 from .pipeline import PrimitivesPS
 
-FORMAT_VERSION = 1
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry timestamps: same arguments, same bytes
+__all__ = ["FORMAT_VERSION", "image_name", "shard_range", "write_dataset"]
 
 
 def shard_range(num: int, shards: int, shard: int) -> tuple[int, int]:
@@ -39,34 +36,6 @@ def shard_range(num: int, shards: int, shard: int) -> tuple[int, int]:
     if hi <= lo:
         raise ValueError(f"shard {shard} of {shards} would hold no images (num={num}); use fewer shards")
     return lo, hi
-
-
-def image_name(index: int) -> str:
-    return f"{index // 1000:05d}/img{index:08d}.png"
-
-
-def _png(img: np.ndarray, compress_level: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="png", compress_level=compress_level)
-    return buf.getvalue()
-
-
-def _check_dest(dest: Path, overwrite: bool) -> None:
-    if dest.suffix.lower() != ".zip":
-        raise ValueError(f"--dest must name a .zip file, got {str(dest)!r}")
-    if dest.exists() and dest.is_dir():
-        raise ValueError(f"--dest {str(dest)!r} is a directory; give a .zip file name")
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{str(dest)!r} already exists; pass --overwrite (overwrite=True) to replace it")
-    parent = dest.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PermissionError(f"cannot create the folder {str(parent)!r} for --dest: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write to the folder {str(parent)!r} of --dest")
 
 
 def write_dataset(dest: Union[str, os.PathLike], gen: PrimitivesPS, num: int, *, shards: int = 1, shard: int = 0,
@@ -86,7 +55,7 @@ def write_dataset(dest: Union[str, os.PathLike], gen: PrimitivesPS, num: int, *,
         raise ValueError(f"compress_level must be in 0..9, got {compress_level}")
     lo, hi = shard_range(num, shards, shard)
     dest = Path(dest)
-    _check_dest(dest, overwrite)
+    check_dest(dest, overwrite)
     meta = {
         "labels": None,
         "fastgan": {
@@ -116,15 +85,11 @@ def write_dataset(dest: Union[str, os.PathLike], gen: PrimitivesPS, num: int, *,
             for b0 in range(first, hi, batch_size):
                 imgs = gen.images(b0, batch_size).permute(0, 2, 3, 1).contiguous().cpu().numpy()
                 keep = [k for k in range(b0, b0 + batch_size) if lo <= k < hi]
-                pngs = pool.map(lambda k: _png(imgs[k - b0], compress_level), keep)
+                pngs = pool.map(lambda k: encode_png(imgs[k - b0], compress_level), keep)
                 for k, data in zip(keep, pngs):
-                    info = zipfile.ZipInfo(image_name(k), date_time=_ZIP_TIME)
-                    info.external_attr = 0o644 << 16
-                    zf.writestr(info, data)
+                    write_entry(zf, image_name(k), data)
                 bar.update(len(keep))
-            info = zipfile.ZipInfo("dataset.json", date_time=_ZIP_TIME)
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            write_entry(zf, "dataset.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     finally:
         bar.close()
         pool.shutdown(wait=True)
