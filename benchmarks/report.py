@@ -25,6 +25,9 @@ TARGETS = {
     "knn": "H100: precision+recall+density+coverage at 50k x 50k x 4096 < 5 s with < 4 GB extra memory.",
     "synth": "H100: >= 50,000 img/s at 256 px for full Primitives-PS (>= 100x the official loader on 16 cores). "
              "CPU: cpp >= 3x the official re-implementation per core.",
+    "train": "H100: a full StyleGAN2 training step (paper256, batch 32) at 64 and 256 px with the fastest impls "
+             ">= 1.3x ref (img/s); sec/kimg = 1000 / img/s, next to StyleGAN2-ADA's published V100 figures "
+             "(21.6-24.2 sec/kimg at 256 px, README 'Expected training time').",
 }
 
 

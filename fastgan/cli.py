@@ -276,6 +276,46 @@ def _add_generate(sub) -> None:
     p.set_defaults(func=_cmd_generate)
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from fastgan.metrics.evaluate import evaluate
+    from fastgan.train import distributed as fdist
+
+    d = fdist.init(args.device, timeout_s=args.timeout)
+    try:
+        res = evaluate(args.network, [m for m in args.metrics.split(",") if m], args.ref, seed=args.seed,
+                       batch_size=args.batch, truncation_psi=args.trunc, device=str(d.device),
+                       write_jsonl=not args.no_jsonl, log=print if d.is_main else (lambda s: None))
+    finally:
+        fdist.shutdown(d)
+    if args.json and d.is_main:
+        print(json.dumps(res, indent=2, sort_keys=True))
+    return 0
+
+
+def _add_metrics(sub) -> None:
+    p = sub.add_parser(
+        "metrics", help="FID / KID / precision-recall of a snapshot against reference statistics",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Generate images with the snapshot's G_ema (image i from seed --seed + i, so results do not "
+                    "depend on --batch or on the number of torchrun processes), embed them with the extractor and "
+                    "protocol recorded in --ref (made by `fastgan ref`) and compare. Results are printed and, for a "
+                    "snapshot inside a run directory, appended to metric-<name>.jsonl there.")
+    p.add_argument("--network", required=True, help="network-snapshot-*.pt or StyleGAN2-ADA .pkl")
+    p.add_argument("--metrics", default="fid50k_full",
+                   help="comma-separated: fid<N>_full, kid<N>_full, pr<N>k<K>_full, prdc<N>k<K>_full (N = 50k, 500...)")
+    p.add_argument("--ref", required=True, help="reference statistics (.npz from `fastgan ref`)")
+    p.add_argument("--seed", type=int, default=0, help="first seed of the generated images")
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi")
+    p.add_argument("--batch", type=int, default=32, help="images per forward pass")
+    p.add_argument("--device", default=None, help="device (default: cuda when visible, else cpu)")
+    p.add_argument("--timeout", type=float, default=1800, help="collective timeout in seconds (torchrun)")
+    p.add_argument("--no-jsonl", action="store_true", help="do not append to the run directory's metric files")
+    p.add_argument("--json", action="store_true", help="print the full records as JSON")
+    p.set_defaults(func=_cmd_metrics)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastgan", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -291,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ref(sub)
     _add_train(sub)
     _add_generate(sub)
+    _add_metrics(sub)
     return parser
 
 

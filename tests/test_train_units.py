@@ -128,3 +128,49 @@ def test_generate_is_per_seed(tmp_path):
     assert Image.open(tmp_path / "o" / "seed0001.png").size == (16, 16)
     assert cli.main(["generate", "--network", str(snap), "--seeds", "0", "--outdir", str(tmp_path / "o"),
                      "--class", "1", "--device", "cpu"]) == 2
+
+
+def _dist_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from fastgan.train import distributed as fdist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        d = fdist.Dist(rank, world, rank, torch.device("cpu"))
+        m = torch.nn.Linear(3, 2)
+        torch.manual_seed(rank)  # different initial weights on each rank ...
+        torch.nn.init.normal_(m.weight)
+        fdist.broadcast_module(d, m)  # ... until rank 0's are broadcast
+        fdist.check_consistency(d, m, "m")
+        m.weight.grad = torch.full_like(m.weight, float(rank + 1))
+        m.bias.grad = torch.ones_like(m.bias)
+        flat = fdist.all_reduce_grads(d, m.parameters())
+        ok = torch.equal(m.weight.grad, torch.full_like(m.weight, 3.0)) and flat.numel() == 8
+        with torch.no_grad():
+            if rank == 1:
+                m.bias.add_(1e-3)  # weights diverge on one rank
+        try:
+            fdist.check_consistency(d, m, "m")
+            caught = ""
+        except RuntimeError as exc:
+            caught = str(exc)
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump({"ok": ok, "caught": caught}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_flat_gradient_all_reduce_and_consistency_check(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_dist_worker, args=(2, port, str(tmp_path / "r")), nprocs=2, join=True)
+    for rank in (0, 1):
+        res = json.loads((tmp_path / f"r.{rank}").read_text())
+        assert res["ok"], rank
+        assert "m.bias differs between processes" in res["caught"], res

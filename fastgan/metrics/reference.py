@@ -88,7 +88,9 @@ def compute_reference(data: Union[str, os.PathLike], out: Union[str, os.PathLike
     stats = FeatureStats(keep_features=keep)
     for batch in iter_images(data_path, batch_size):
         stats.update(ext(batch, protocol=protocol))
-    stats.save(out, **want, dataset=str(data_path), cov_norm=get_protocol(protocol).cov_norm)
+    factory = None if isinstance(extractor, FeatureExtractor) else extractor
+    stats.save(out, **want, dataset=str(data_path), cov_norm=get_protocol(protocol).cov_norm,
+               extractor_factory=factory, extractor_kwargs=dict(extractor_kwargs or {}))
     log(f"{out}: {stats.n} images, {want['extractor']} ({ext.dim}-d), protocol {protocol}"
         + (", features kept" if keep else ""))
     return stats, True
