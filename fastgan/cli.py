@@ -316,6 +316,53 @@ def _add_metrics(sub) -> None:
     p.set_defaults(func=_cmd_metrics)
 
 
+def _cmd_select_source(args: argparse.Namespace) -> int:
+    from fastgan.metrics.selection import rank_sources
+
+    kwargs = {}
+    for item in args.extractor_arg or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--extractor-arg takes KEY=VALUE, got {item!r}")
+        kwargs[key] = _parse_value(value)
+    device = args.device
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    rank_sources(args.sources, data=args.data, ref=args.ref, num=args.num, k=args.k, extractor=args.extractor,
+                 extractor_kwargs=kwargs, protocol=args.protocol, bootstrap=args.bootstrap,
+                 confidence=args.confidence, seed=args.seed, batch_size=args.batch, device=device, out=args.out)
+    return 0
+
+
+def _add_select_source(sub) -> None:
+    p = sub.add_parser(
+        "select-source", help="rank pretrained generators for transfer to a target by recall",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="When/Why/Which pretrained GANs: sample every source generator, embed its samples and the "
+                    "target images with one extractor, and rank the sources by the recall of the target with "
+                    "respect to their samples (k-NN balls), with a bootstrap confidence interval; precision, "
+                    "density and coverage are shown beside it.")
+    p.add_argument("--sources", nargs="+", required=True,
+                   help="snapshot files (.pt / StyleGAN2-ADA .pkl), run directories (latest snapshot) or folders "
+                        "of snapshots")
+    p.add_argument("--data", default=None, help="target dataset (zip or folder)")
+    p.add_argument("--ref", default=None, help="or: target statistics with features (fastgan ref --keep-features yes)")
+    p.add_argument("--num", type=int, default=10000, help="samples per source")
+    p.add_argument("--k", type=int, default=5, help="nearest neighbours for the balls")
+    p.add_argument("--extractor", default="random-conv", help="registered extractor (with --data)")
+    p.add_argument("--extractor-arg", action="append", metavar="KEY=VALUE", help="extractor argument (repeatable)")
+    p.add_argument("--protocol", default=None, help="preprocessing protocol (default: the extractor's)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the target for the CI")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the interval")
+    p.add_argument("--seed", type=int, default=0, help="first seed of the samples (and of the bootstrap)")
+    p.add_argument("--batch", type=int, default=32, help="images per forward pass")
+    p.add_argument("--device", default=None, help="device (default: cuda when visible, else cpu)")
+    p.add_argument("--out", default="source-ranking.json", help="where to write the ranking (json)")
+    p.set_defaults(func=_cmd_select_source)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastgan", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -332,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_generate(sub)
     _add_metrics(sub)
+    _add_select_source(sub)
     return parser
 
 
