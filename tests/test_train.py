@@ -363,3 +363,36 @@ def test_cuda_run_with_float16_layers_and_ada(data16, tmp_path):
     assert st["counters"]["nonfinite_total"] == 0
     env = json.loads((res.run_dir / "env.json").read_text())
     assert env["gpu"] and any(k.startswith("modulated_conv2d@cuda") for k in env["kernels"])
+
+
+@pytest.mark.slow
+def test_torchrun_restart_resumes_from_latest(data16, tmp_path):
+    """A rank dies after the first state; torchrun --max-restarts 1 restarts the group, which continues from
+    latest.json; stats.jsonl has every tick exactly once."""
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        import fastgan.train.loop as loop
+        from fastgan.train.options import TrainOptions
+        if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and os.environ["RANK"] == "1":
+            real = loop.Trainer.run_step
+            def run_step(self, reals):
+                if self.cur_nimg == 24:  # after the state at nimg 16
+                    os._exit(3)
+                return real(self, reals)
+            loop.Trainer.run_step = run_step
+        res = loop.train(TrainOptions(data={str(data16)!r}, outdir={str(tmp_path / 'out')!r}, cfg="tiny", batch=8,
+                                      batch_gpu=4, kimg=0.04, tick=0.008, snap=2, aug="none", workers=0,
+                                      progress=False, resume="auto"), device="cpu", quiet=True)
+        assert res.status == "finished", res
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "--max-restarts", "1", str(script)], env=env, timeout=600, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (d,) = run_dirs(tmp_path / "out")
+    log = (d / "log.txt").read_text()
+    assert "resuming" in log and "at kimg 0.016" in log
+    stats = [json.loads(x)["nimg"] for x in (d / "stats.jsonl").read_text().splitlines()]
+    assert stats == [8, 16, 24, 32, 40]
+    assert json.loads((d / "status.json").read_text())["status"] == "finished"

@@ -50,9 +50,23 @@ def init(device: Optional[str] = None, timeout_s: float = 1800.0) -> Dist:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
-                                **({"device_id": dev} if dev.type == "cuda" else {}))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        dist.init_process_group(backend, store=_store(rank, world, timeout), rank=rank, world_size=world,
+                                timeout=timeout, **({"device_id": dev} if dev.type == "cuda" else {}))
     return Dist(rank, world, local, dev)
+
+
+def _store(rank: int, world: int, timeout: datetime.timedelta):
+    """The rendezvous store of torchrun's environment, with a key prefix per restart: after torchrun restarts a
+    failed group, the agent's store still holds the dead processes' addresses, and a new group that read them
+    would wait forever for peers that no longer exist."""
+    host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not host or not port:
+        raise RuntimeError("WORLD_SIZE > 1 but MASTER_ADDR / MASTER_PORT are not set: launch with torchrun")
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(host, int(port), world, is_master=(rank == 0 and not agent), timeout=timeout,
+                          wait_for_workers=False)
+    return dist.PrefixStore(f"fastgan/restart{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown(d: Dist) -> None:
