@@ -87,14 +87,17 @@ def uniform(keys: Tensor, shape: Union[int, Sequence[int]] = (), stream: int = 0
 
 
 def normal(keys: Tensor, shape: Union[int, Sequence[int]] = (), stream: int = 0) -> Tensor:
-    """float32 ``(N, *shape)`` standard normal (Box-Muller on two 32-bit halves of one 64-bit draw)."""
+    """float32 ``(N, *shape)`` standard normal: Box-Muller on two 24-bit uniforms of one 64-bit draw, both of its
+    outputs used (the cosine ones fill the first half of each sample's values, the sine ones the second)."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     n = math.prod(shape)
-    b = _bits(keys, n, stream)
+    half = (n + 1) // 2
+    b = _bits(keys, half, stream)
     u1 = (_shr(b, 40).to(torch.float32) + 1.0) * (1.0 / (1 << 24))  # (0, 1]
-    u2 = (b & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
-    return z.view(keys.shape[0], *shape)
+    theta = (b & 0xFFFFFF).to(torch.float32) * (2.0 * math.pi / (1 << 24))
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=1)[:, :n]
+    return z.reshape(keys.shape[0], *shape)
 
 
 def randint(keys: Tensor, high: int, shape: Union[int, Sequence[int]] = (), stream: int = 0) -> Tensor:
