@@ -135,3 +135,8 @@ def get_extractor(name: str, *, device: Union[str, torch.device] = "cpu", **kwar
     if name not in _REGISTRY:
         raise ValueError(f"unknown extractor {name!r}; registered: {', '.join(list_extractors())}")
     return _REGISTRY[name](**kwargs).to(device).eval()
+
+
+# pretrained extractors register themselves on import (after the registry exists: they import from here)
+from . import efficientnet as _efficientnet  # noqa: E402,F401  (efficientnet-lite0-offline)
+from . import inception as _inception  # noqa: E402,F401  (inception-fid, inception-nvlabs-ts, vgg16-nvlabs)
