@@ -14,6 +14,10 @@ knn      ``PRDC_*``: precision + recall + density + coverage of N real vs N fake
          ``RADII_*``: the k-NN radii alone (``fastgan.ops.knn_radii``): ``ref``, ``triton`` (fused kernel, CUDA)
          and ``baseline-cdist-topk``.
          Target (H100): 50k x 50k x 4096 in < 5 s with < 4 GB extra memory.
+metrics  ``EXTRACT_*``: feature extraction of uint8 256 px images, preprocessing included (``ref``: fastgan's
+         extractor): ``inception-fid`` (the FID Inception v3 at 299 px; untrained weights when the weight file is
+         not in ``$FASTGAN_WEIGHTS_DIR``: the same work) and ``efficientnet-lite0-offline`` (224 px, needs its pip
+         package). Throughput in images per second (median ms is per batch).
 
 Rows go to ``benchmarks/results/metrics.csv`` and ``knn.csv`` (throughput: calls per second).
 """
@@ -40,6 +44,11 @@ KNN_CASES = {"cpu": [("PRDC_n2000_d512_k5", 2000, 512, 5), ("PRDC_n5000_d2048_k5
              "cuda": [("PRDC_n10000_d2048_k5", 10000, 2048, 5), ("PRDC_n10000_d4096_k3", 10000, 4096, 3),
                       ("PRDC_n50000_d4096_k3", 50000, 4096, 3), ("RADII_n10000_d2048_k5", 10000, 2048, 5),
                       ("RADII_n50000_d4096_k3", 50000, 4096, 3)]}
+# (case, extractor, batch)
+EXTRACT_CASES = {"cpu": [("EXTRACT_inception-fid_B8", "inception-fid", 8),
+                         ("EXTRACT_efficientnet-lite0_B32", "efficientnet-lite0-offline", 32)],
+                 "cuda": [("EXTRACT_inception-fid_B128", "inception-fid", 128),
+                          ("EXTRACT_efficientnet-lite0_B256", "efficientnet-lite0-offline", 256)]}
 # benchmarks/run_all.py: every case
 RUN_ALL_ARGS: list = []
 
@@ -125,6 +134,25 @@ def _knn_closure(prov: str, real: torch.Tensor, fake: torch.Tensor, k: int):
     return None
 
 
+def _extract_closure(name: str, batch: int, device: str):
+    """Extraction of one batch of uint8 256 px images (preprocessing included)."""
+    from fastgan.metrics.extractors import FeatureExtractor, get_extractor
+
+    if name == "inception-fid":
+        try:
+            ext = get_extractor(name, device=device)
+        except FileNotFoundError:  # no weight file here: untrained weights do the same work
+            from fastgan.metrics.inception import FIDInceptionV3
+
+            ext = FeatureExtractor(FIDInceptionV3(), name="inception-fid-untrained", dim=2048, input_size=299,
+                                   protocol="pytorch-fid").to(device).eval()
+    else:
+        ext = get_extractor(name, device=device)
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8, generator=g).to(device)
+    return lambda: ext(imgs)
+
+
 def _missing(prov: str, device: str = "cpu") -> str | None:
     if prov == "triton":
         from fastgan import ops
@@ -156,6 +184,7 @@ def main(argv=None) -> int:
 
     plan = [("metrics", c, pr) for c, *_ in FD_CASES if chosen(c) for pr in providers if pr in FD_PROVIDERS]
     plan += [("knn", c, pr) for c, *_ in KNN_CASES[device] if chosen(c) for pr in providers if pr in KNN_PROVIDERS]
+    plan += [("metrics", c, "ref") for c, *_ in EXTRACT_CASES[device] if chosen(c) and "ref" in providers]
     if args.dry_run:
         for fam, case, prov in plan:
             print(f"{fam:8s} {case:24s} {prov}")
@@ -169,6 +198,21 @@ def main(argv=None) -> int:
     for fam, case, prov in plan:
         groups.setdefault((fam, case), {})[prov] = None
     for (fam, case), provs in groups.items():
+        if case.startswith("EXTRACT"):
+            _, ext_name, batch = next(c for c in EXTRACT_CASES[device] if c[0] == case)
+            try:
+                fn = _extract_closure(ext_name, batch, device)
+            except (ImportError, FileNotFoundError, ValueError) as exc:
+                skipped[case] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                continue
+            t = measure_group({"ref": (fn, None)}, device, budget, min_reps=2)["ref"]
+            if isinstance(t, Exception):
+                skipped[case] = f"{type(t).__name__}: {t}".splitlines()[0]
+                continue
+            writer.write(fam, case, "ref", "fp32", "fwd", t, batch * 1e3 / t.median_ms, "img/s")
+            print(f"{fam:8s} {case:24s} {'ref':22s} {t.median_ms:10.1f}  ({batch * 1e3 / t.median_ms:.1f} img/s)",
+                  flush=True)
+            continue
         if fam == "metrics":
             _, na, nb, d = next(c for c in FD_CASES if c[0] == case)
             a, b = features(na, d, 0, device), features(nb, d, 1, device, shift=0.05)

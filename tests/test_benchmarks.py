@@ -156,7 +156,12 @@ def test_bench_metrics_writes_both_families(tmp_path, monkeypatch, no_interprete
 
     monkeypatch.setattr(bench_metrics, "FD_CASES", [("FD_d16_n40", 40, 60, 16), ("FDstats_d16_n80", 80, 90, 16)])
     monkeypatch.setattr(bench_metrics, "KNN_CASES", {"cpu": [("PRDC_n50_d8_k3", 50, 8, 3), ("RADII_n60_d8_k3", 60, 8, 3)]})
+    monkeypatch.setattr(bench_metrics, "EXTRACT_CASES", {"cpu": [("EXTRACT_inception-fid_B1", "inception-fid", 1)]})
+    monkeypatch.delenv("FASTGAN_WEIGHTS_DIR", raising=False)  # untrained Inception: same work, no file
     assert bench_metrics.main(["--device", "cpu", "--budget", "0", "--out", str(tmp_path)]) == 0
+    extract = [r for r in _rows(tmp_path / "metrics.csv")[1:] if r[common.HEADER.index("case")].startswith("EXTRACT")]
+    assert len(extract) == 1 and extract[0][common.HEADER.index("unit")] == "img/s"
+    assert float(extract[0][common.HEADER.index("throughput")]) > 0
     for fam, provs in (("metrics", bench_metrics.FD_PROVIDERS), ("knn", bench_metrics.KNN_PROVIDERS)):
         rows = _rows(tmp_path / f"{fam}.csv")
         assert rows[0] == common.HEADER
