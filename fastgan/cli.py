@@ -6,6 +6,33 @@ import sys
 from typing import Optional, Sequence
 
 
+def _device(arg: Optional[str]) -> str:
+    """--device, or cuda when a GPU is visible, else cpu."""
+    if arg:
+        return arg
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _extractor_kwargs(items: Optional[Sequence[str]]) -> dict:
+    """--extractor-arg KEY=VALUE items as a dict (numbers parsed)."""
+    kwargs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--extractor-arg takes KEY=VALUE, got {item!r}")
+        kwargs[key] = _parse_value(value)
+    return kwargs
+
+
+def _add_extractor_args(p, extractor_help: str = "registered extractor name") -> None:
+    p.add_argument("--extractor", default="random-conv", help=extractor_help)
+    p.add_argument("--extractor-arg", action="append", metavar="KEY=VALUE",
+                   help="argument for the extractor (repeatable), e.g. dim=64 or weights=/path/to/file")
+    p.add_argument("--protocol", default=None, help="preprocessing protocol (default: the extractor's)")
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from fastgan import doctor
 
@@ -13,11 +40,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_primitives(args: argparse.Namespace) -> int:
-    import torch
-
     from fastgan.synth import PrimitivesPS, write_dataset
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(args.device)
     gen = PrimitivesPS.variant(args.variant, args.resolution, num_shapes=args.num_shapes, compat=args.compat,
                                seed=args.seed, device=device, impl=args.impl)
     write_dataset(args.dest, gen, args.num, shards=args.shards, shard=args.shard, batch_size=args.batch,
@@ -36,20 +61,12 @@ def _parse_value(text: str):
 
 
 def _cmd_ref(args: argparse.Namespace) -> int:
-    import torch
-
     from fastgan.metrics.reference import compute_reference
 
-    kwargs = {}
-    for item in args.extractor_arg or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--extractor-arg takes KEY=VALUE, got {item!r}")
-        kwargs[key] = _parse_value(value)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     keep = {"auto": None, "yes": True, "no": False}[args.keep_features]
-    compute_reference(args.data, args.out, extractor=args.extractor, extractor_kwargs=kwargs, protocol=args.protocol,
-                      batch_size=args.batch, device=device, keep_features=keep, force=args.force)
+    compute_reference(args.data, args.out, extractor=args.extractor, extractor_kwargs=_extractor_kwargs(
+        args.extractor_arg), protocol=args.protocol, batch_size=args.batch, device=_device(args.device),
+                      keep_features=keep, force=args.force)
     return 0
 
 
@@ -63,10 +80,7 @@ def _add_ref(sub) -> None:
                     "same content, extractor and protocol is reused; a changed dataset is recomputed.")
     p.add_argument("--data", required=True, help="dataset zip or folder of images")
     p.add_argument("--out", required=True, help="statistics file (.npz)")
-    p.add_argument("--extractor", default="random-conv", help="registered extractor name")
-    p.add_argument("--extractor-arg", action="append", metavar="KEY=VALUE",
-                   help="argument for the extractor (repeatable), e.g. dim=64 or weights=/path/to/file")
-    p.add_argument("--protocol", default=None, help="preprocessing protocol (default: the extractor's)")
+    _add_extractor_args(p)
     p.add_argument("--batch", type=int, default=64, help="images per batch")
     p.add_argument("--device", default=None, help="device (default: cuda when visible, else cpu)")
     p.add_argument("--keep-features", choices=["auto", "yes", "no"], default="auto",
@@ -249,11 +263,9 @@ def _add_train(sub) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import torch
-
     from fastgan.sampling import parse_seeds, write_images
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(args.device)
     write_images(args.network, parse_seeds(args.seeds), args.outdir, truncation_psi=args.trunc,
                  class_idx=args.class_idx, noise_mode=args.noise_mode, batch_size=args.batch, device=device)
     return 0
@@ -319,20 +331,10 @@ def _add_metrics(sub) -> None:
 def _cmd_select_source(args: argparse.Namespace) -> int:
     from fastgan.metrics.selection import rank_sources
 
-    kwargs = {}
-    for item in args.extractor_arg or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--extractor-arg takes KEY=VALUE, got {item!r}")
-        kwargs[key] = _parse_value(value)
-    device = args.device
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     rank_sources(args.sources, data=args.data, ref=args.ref, num=args.num, k=args.k, extractor=args.extractor,
-                 extractor_kwargs=kwargs, protocol=args.protocol, bootstrap=args.bootstrap,
-                 confidence=args.confidence, seed=args.seed, batch_size=args.batch, device=device, out=args.out)
+                 extractor_kwargs=_extractor_kwargs(args.extractor_arg), protocol=args.protocol,
+                 bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed, batch_size=args.batch,
+                 device=_device(args.device), out=args.out)
     return 0
 
 
@@ -351,9 +353,7 @@ def _add_select_source(sub) -> None:
     p.add_argument("--ref", default=None, help="or: target statistics with features (fastgan ref --keep-features yes)")
     p.add_argument("--num", type=int, default=10000, help="samples per source")
     p.add_argument("--k", type=int, default=5, help="nearest neighbours for the balls")
-    p.add_argument("--extractor", default="random-conv", help="registered extractor (with --data)")
-    p.add_argument("--extractor-arg", action="append", metavar="KEY=VALUE", help="extractor argument (repeatable)")
-    p.add_argument("--protocol", default=None, help="preprocessing protocol (default: the extractor's)")
+    _add_extractor_args(p, "registered extractor (with --data; --ref brings its own)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the target for the CI")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the interval")
     p.add_argument("--seed", type=int, default=0, help="first seed of the samples (and of the bootstrap)")

@@ -77,19 +77,13 @@ def generated_stats(G, extractor, num: int, *, seed: int = 0, batch_size: int = 
     stats = FeatureStats(keep_features=keep_features)
     seeds = list(range(seed + lo, seed + hi))
     device = next(G.parameters()).device
-    labels = None
     if G.c_dim > 0 and class_idx is None:  # classes in turn, by seed
-        labels = [s % G.c_dim for s in seeds]
-    buf: list[torch.Tensor] = []
+        class_idx = [s % G.c_dim for s in seeds]
     for i in range(0, len(seeds), batch_size):
         chunk = seeds[i: i + batch_size]
-        if labels is None:
-            imgs = [img for _, img in generate_images(G, chunk, truncation_psi=truncation_psi, class_idx=class_idx,
-                                                      batch_size=batch_size)]
-        else:
-            imgs = []
-            for s, c in zip(chunk, labels[i: i + batch_size]):
-                imgs += [img for _, img in generate_images(G, [s], truncation_psi=truncation_psi, class_idx=c)]
+        cls = class_idx[i: i + batch_size] if isinstance(class_idx, list) else class_idx
+        imgs = [img for _, img in generate_images(G, chunk, truncation_psi=truncation_psi, class_idx=cls,
+                                                  batch_size=batch_size)]
         x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).to(device)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)

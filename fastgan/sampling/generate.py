@@ -52,24 +52,31 @@ def to_uint8(img: Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate_images(G, seeds: Sequence[int], *, truncation_psi: float = 1.0, class_idx: Optional[int] = None,
-                    noise_mode: str = "const", batch_size: int = 16) -> Iterable[tuple[int, np.ndarray]]:
-    """Yield (seed, uint8 HxWxC image) for every seed."""
+def generate_images(G, seeds: Sequence[int], *, truncation_psi: float = 1.0,
+                    class_idx: Union[int, Sequence[int], None] = None, noise_mode: str = "const",
+                    batch_size: int = 16) -> Iterable[tuple[int, np.ndarray]]:
+    """Yield (seed, uint8 HxWxC image) for every seed. ``class_idx``: one class for all seeds, or one per seed."""
     device = next(G.parameters()).device
-    c = None
+    seeds = list(seeds)
+    classes = None
     if G.c_dim > 0:
         if class_idx is None:
             raise ValueError(f"the generator is conditional ({G.c_dim} classes): pass --class")
-        if not 0 <= class_idx < G.c_dim:
-            raise ValueError(f"--class must be in [0, {G.c_dim}), got {class_idx}")
+        classes = [class_idx] * len(seeds) if isinstance(class_idx, int) else list(class_idx)
+        if len(classes) != len(seeds):
+            raise ValueError(f"got {len(classes)} classes for {len(seeds)} seeds")
+        bad = [c for c in classes if not 0 <= c < G.c_dim]
+        if bad:
+            raise ValueError(f"--class must be in [0, {G.c_dim}), got {bad[0]}")
     elif class_idx is not None:
         raise ValueError("--class given, but the generator is unconditional")
     for i in range(0, len(seeds), batch_size):
-        chunk = list(seeds[i: i + batch_size])
+        chunk = seeds[i: i + batch_size]
         z = seed_latents(chunk, G.z_dim).to(device)
-        if G.c_dim > 0:
-            c = torch.zeros(len(chunk), G.c_dim, device=device)
-            c[:, class_idx] = 1
+        c = None
+        if classes is not None:
+            c = torch.nn.functional.one_hot(torch.tensor(classes[i: i + batch_size], device=device),
+                                            G.c_dim).float()
         keys = rng.sample_keys(rng.derive(0x5EED), torch.tensor(chunk, dtype=torch.int64, device=device))
         img = G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode, noise_keys=keys)
         yield from zip(chunk, to_uint8(img))

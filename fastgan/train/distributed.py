@@ -104,14 +104,24 @@ def all_reduce_(d: Dist, t: Tensor) -> Tensor:
 
 
 def check_consistency(d: Dist, module: nn.Module, name: str) -> None:
-    """Raise if any process holds different weights than rank 0 (run before every snapshot)."""
+    """Raise if any process holds different weights than rank 0 (run before every snapshot): one broadcast of all
+    tensors flattened and one all-reduce of per-tensor verdicts, so every process names the same tensors."""
     if not d.enabled:
         return
-    for pname, t in list(module.named_parameters()) + list(module.named_buffers()):
-        ref = t.detach().clone()
-        dist.broadcast(ref, src=0)
-        bad = torch.tensor([0 if torch.equal(ref, t.detach()) else 1], device=t.device)
-        dist.all_reduce(bad)
-        if int(bad.item()):
-            raise RuntimeError(f"{name}.{pname} differs between processes ({int(bad.item())} of {d.world_size} "
-                               "differ from rank 0); the run is no longer consistent")
+    named = list(module.named_parameters()) + list(module.named_buffers())
+    flat = torch.cat([t.detach().reshape(-1).double() for _, t in named])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    differs, off = [], 0
+    for _, t in named:
+        n = t.numel()
+        differs.append(0 if torch.equal(ref[off: off + n], flat[off: off + n]) else 1)
+        off += n
+    counts = torch.tensor(differs, device=flat.device)
+    dist.all_reduce(counts)
+    bad = [(pname, int(c)) for (pname, _), c in zip(named, counts.tolist()) if c]
+    if bad:
+        pname, c = bad[0]
+        raise RuntimeError(f"{name}.{pname} differs between processes ({c} of {d.world_size} differ from rank 0"
+                           + (f"; {len(bad) - 1} more tensors too" if len(bad) > 1 else "")
+                           + "); the run is no longer consistent")

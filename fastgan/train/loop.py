@@ -39,6 +39,7 @@ from .. import __version__
 from .._io import atomic_path
 from ..nn.checkpoint import network_record, save_snapshot
 from ..nn.networks import Discriminator, Generator
+from ..sampling.generate import to_uint8
 from . import distributed as fdist
 from . import loss as L
 from . import rng
@@ -159,7 +160,7 @@ def _save_grid(path: pathlib.Path, images: Tensor, grid: tuple[int, int]) -> Non
     gw, gh = grid
     x = images.detach().cpu()
     if x.dtype != torch.uint8:
-        x = ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        x = torch.from_numpy(to_uint8(x)).permute(0, 3, 1, 2)
     n, c, h, w = x.shape
     x = x[: gw * gh]
     if x.shape[0] < gw * gh:
