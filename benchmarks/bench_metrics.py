@@ -9,9 +9,9 @@ metrics  Frechet distance at d = 2048. ``FD_*`` cases start from features: full 
          ``baseline-torchmetrics`` (torchmetrics' float64 ``eigvals(S1 S2)`` route on our covariances).
          Target: ref >= 10x baseline-scipy on CPU.
 knn      ``PRDC_*``: precision + recall + density + coverage of N real vs N fake features. Providers: ``ref``
-         (``fastgan.metrics.prdc``, tiled float64), ``triton`` (the fused kernels, CUDA), ``baseline-cdist-topk`` (whole float32 distance matrices with
+         (``fastgan.metrics.prdc``, tiled float64), ``triton`` and ``cuda`` (the fused kernels, CUDA), ``baseline-cdist-topk`` (whole float32 distance matrices with
          ``torch.cdist`` + ``topk``), ``baseline-prdc`` (the prdc package: float64 scikit-learn matrices).
-         ``RADII_*``: the k-NN radii alone (``fastgan.ops.knn_radii``): ``ref``, ``triton`` (fused kernel, CUDA)
+         ``RADII_*``: the k-NN radii alone (``fastgan.ops.knn_radii``): ``ref``, ``triton``, ``cuda`` (fused kernels)
          and ``baseline-cdist-topk``.
          Target (H100): 50k x 50k x 4096 in < 5 s with < 4 GB extra memory.
 metrics  ``EXTRACT_*``: feature extraction of uint8 256 px images, preprocessing included (``ref``: fastgan's
@@ -35,7 +35,7 @@ from benchmarks.common import CsvWriter, environment, measure_group, parser, ref
 from fastgan import metrics  # noqa: E402
 
 FD_PROVIDERS = ["ref", "baseline-scipy", "baseline-torchmetrics"]
-KNN_PROVIDERS = ["ref", "triton", "baseline-cdist-topk", "baseline-prdc"]
+KNN_PROVIDERS = ["ref", "triton", "cuda", "baseline-cdist-topk", "baseline-prdc"]
 # (case, n_a, n_b, d): FDstats_ cases time the solve from (mu, sigma) only
 FD_CASES = [("FD_d2048_n10000", 10000, 10000, 2048), ("FD_d2048_n500", 500, 10000, 2048),
             ("FDstats_d2048_n10000", 10000, 10000, 2048)]
@@ -114,7 +114,7 @@ def _cdist_topk_prdc(real: torch.Tensor, fake: torch.Tensor, k: int) -> dict:
 def _radii_closure(prov: str, real: torch.Tensor, k: int):
     from fastgan import ops
 
-    if prov in ("ref", "triton"):
+    if prov in ("ref", "triton", "cuda"):
         return lambda: ops.knn_radii(real, k, impl=prov)
     if prov == "baseline-cdist-topk":
         return lambda: torch.cdist(real, real).topk(k + 1, largest=False).values[:, k]
@@ -122,7 +122,7 @@ def _radii_closure(prov: str, real: torch.Tensor, k: int):
 
 
 def _knn_closure(prov: str, real: torch.Tensor, fake: torch.Tensor, k: int):
-    if prov in ("ref", "triton"):
+    if prov in ("ref", "triton", "cuda"):
         return lambda: metrics.prdc(real, fake, k, impl=prov)
     if prov == "baseline-cdist-topk":
         return lambda: _cdist_topk_prdc(real, fake, k)
@@ -154,10 +154,10 @@ def _extract_closure(name: str, batch: int, device: str):
 
 
 def _missing(prov: str, device: str = "cpu") -> str | None:
-    if prov == "triton":
+    if prov in ("triton", "cuda"):
         from fastgan import ops
 
-        return ops.why_unavailable("knn_radii", "triton", device)
+        return ops.why_unavailable("knn_radii", prov, device)
     mod = {"baseline-scipy": "scipy", "baseline-torchmetrics": "torchmetrics", "baseline-prdc": "prdc"}.get(prov)
     if mod is None:
         return None

@@ -29,8 +29,19 @@ time the full-size networks anyway. ``--quick`` is the smoke test: 16 px, ``tiny
 StyleGAN2-ADA's published sec/kimg (one V100) is printed next to the results for context; it is not written to the
 CSV (we did not measure it) and its settings differ (see ``STYLEGAN2_ADA_PUBLISHED``).
 
+Transfer steps (``--transfer``): the AdaFM recipe's training step (``fastgan transfer --method adafm``: front of
+mapping + blocks <= 16 px trains, transferred blocks frozen with gamma/beta training, i.e. after the unfreeze point,
+FreezeD 1) with 0, 1, 2 and 3 vision-aided backbones (``--vision-counts``), cases
+``R{res}_B{batch}_{cfg}_adafm_vis{N}``. The backbones are ones that need no downloaded file (see
+``VISION_SETS``): ``efficientnet-lite0`` (real ImageNet weights from its pip package, 224 px input) and the seeded
+``random`` test backbone in its multilevel and pooled forms (32 px input, so cheap). CLIP ViT-B/32 and DINO
+ViT-B/16 need their weight files (``--vision-weights``/``$FASTGAN_WEIGHTS_DIR``), so they are not in the default
+sets; time them with ``--vision-set clip-vit-b32+dino-vit-b16 --vision-weights clip-vit-b32=PATH ...``. The weights
+of a timed transfer step are the preset's random initialisation: the cost does not depend on them.
+
     python benchmarks/bench_train.py [--res 64,256] [--batch 32] [--cfg paper256] [--steps N] [--warmup N]
                                      [--providers ref,auto] [--device cpu|cuda] [--csv PATH] [--quick] [--dry-run]
+                                     [--transfer [--vision-counts 0,1,2,3] [--vision-set A+B] [--vision-weights N=P]]
 """
 from __future__ import annotations
 
@@ -66,6 +77,9 @@ DEFAULTS = {  # device -> (res, batch, cfg, steps in lazy-reg cycles, warm-up st
     "cpu": ("64,256", 8, "tiny", 1, 2),
 }
 QUICK = dict(res="16", batch=8, cfg="tiny", steps=2, warmup=1)
+# --transfer: the vision-aided backbones timed with N backbones (none needs a downloaded weight file)
+VISION_SETS = {0: None, 1: "efficientnet-lite0", 2: "efficientnet-lite0+random",
+               3: "efficientnet-lite0+random+random:pool"}
 
 # StyleGAN2-ADA's published training speed, for context only (not measured by us). Read from the README of
 # NVlabs/stylegan2-ada-pytorch (commit d72cc7d041b42ec8e806021a205ed9349f87c6a4), section "Expected training
@@ -141,8 +155,20 @@ def cycle_steps(o: TrainOptions) -> int:
     return c
 
 
-def case_name(res: int, batch: int, cfg: str, aug: str) -> str:
-    return f"R{res}_B{batch}_{cfg}" + ("" if aug == TrainOptions.aug else f"_{aug}")
+def case_name(res: int, batch: int, cfg: str, aug: str, vision: Optional[int] = None) -> str:
+    """``R{res}_B{batch}_{cfg}[_{aug}]``, plus ``_adafm_vis{N}`` for a transfer step with N vision backbones."""
+    return f"R{res}_B{batch}_{cfg}" + ("" if aug == TrainOptions.aug else f"_{aug}") + \
+        ("" if vision is None else f"_adafm_vis{vision}")
+
+
+def transfer_options(res: int, batch: int, cfg: str, aug: str, fp32: bool, vision: Optional[str],
+                     weights: Optional[dict] = None) -> TrainOptions:
+    """Resolved options of an AdaFM transfer step (gamma/beta already unfrozen) with the given backbones."""
+    o = TrainOptions(data="benchmark", outdir="benchmark", cfg=cfg, resolution=res, batch=batch, aug=aug, fp32=fp32,
+                     workers=0, progress=False, transfer="benchmark-source", method="adafm",
+                     adafm_front_res=min(16, res // 2), adafm_unfreeze=0.0, vision_aided=vision,
+                     vision_weights=(weights or None) if vision else None, vision_warmup=0.0 if vision else None)
+    return resolve(o, data_resolution=res, world_size=1)
 
 
 def _provider_reason(provider: str, device: str) -> Optional[str]:
@@ -292,6 +318,14 @@ def main(argv=None) -> int:
     p.add_argument("--csv", type=pathlib.Path, default=None, help="append rows to this file instead of <out>/train.csv")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 16 px, cfg tiny, batch 8, 1 warm-up + 2 steps (not a whole cycle)")
+    p.add_argument("--transfer", action="store_true",
+                   help="time the AdaFM transfer step with vision-aided backbones instead of the plain step")
+    p.add_argument("--vision-counts", default="0,1,2,3",
+                   help="--transfer: numbers of vision backbones to time (keys of VISION_SETS)")
+    p.add_argument("--vision-set", default=None, metavar="A+B",
+                   help="--transfer: time this backbone set instead of --vision-counts (e.g. clip-vit-b32)")
+    p.add_argument("--vision-weights", action="append", default=[], metavar="NAME=PATH",
+                   help="--transfer: weight file of a backbone (repeatable)")
     args = p.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -321,15 +355,37 @@ def main(argv=None) -> int:
         print(f"note: --budget {args.budget} is not used by the train family (it times whole lazy-regularisation "
               "cycles; see --steps)")
 
+    variants: list = [None]  # None: the plain step; else (count, backbones) of a transfer step
+    weights = {}
+    for item in args.vision_weights:
+        k, sep, v = item.partition("=")
+        if not sep or not k or not v:
+            p.error(f"--vision-weights takes NAME=PATH, got {item!r}")
+        weights[k] = v
+    if args.transfer:
+        if args.vision_set:
+            variants = [(len(args.vision_set.split("+")), args.vision_set)]
+        else:
+            counts = _int_list(p, "--vision-counts", args.vision_counts)
+            bad = [c for c in counts if c not in VISION_SETS]
+            if bad:
+                p.error(f"--vision-counts: no backbone set for {bad}; choose from {sorted(VISION_SETS)}")
+            variants = [(c, VISION_SETS[c]) for c in counts]
+    elif args.vision_set or args.vision_weights or args.vision_counts != "0,1,2,3":
+        p.error("--vision-counts, --vision-set and --vision-weights need --transfer")
+
     plan = []  # (case, opts, cycle, steps)
-    for res in res_list:
-        o = TrainOptions(data="benchmark", outdir="benchmark", cfg=cfg, resolution=res, batch=batch, aug=args.aug,
-                         fp32=args.fp32, workers=0, progress=False)
+    for res, variant in [(r, v) for r in res_list for v in variants]:
         try:
-            o = resolve(o, data_resolution=res, world_size=1)
-        except ValueError as exc:
+            if variant is None:
+                o = resolve(TrainOptions(data="benchmark", outdir="benchmark", cfg=cfg, resolution=res, batch=batch,
+                                         aug=args.aug, fp32=args.fp32, workers=0, progress=False),
+                            data_resolution=res, world_size=1)
+            else:
+                o = transfer_options(res, batch, cfg, args.aug, args.fp32, variant[1], weights)
+        except (ValueError, ImportError) as exc:
             p.error(f"R{res} B{batch} {cfg}: {exc}")
-        name = case_name(res, batch, cfg, args.aug)
+        name = case_name(res, batch, cfg, args.aug, None if variant is None else variant[0])
         if args.cases and not any(s in name for s in args.cases.split(",")):
             continue
         cycle = cycle_steps(o)
@@ -354,7 +410,8 @@ def main(argv=None) -> int:
                 why = _provider_reason(prov, device)
                 what = f"skipped: {why}" if why else \
                     f"warm-up {warmup} + {steps} steps (cycle {cycle}: R1 every {r1}, PL every {pl})"
-                print(f"{name:24s} {prov:7s} {dtype(o):5s} {what}")
+                vis = f" [vision: {o.vision_aided}]" if o.vision_aided else ""
+                print(f"{name:24s} {prov:7s} {dtype(o):5s} {what}{vis}")
         n = sum(1 for _ in plan for prov in providers if not _provider_reason(prov, device))
         print(f"{n} measurements planned")
         return 0
@@ -383,6 +440,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
             for name, o, cycle, steps in plan:
                 written: set[str] = set()
+                if o.method is not None:
+                    print(f"  {name}: AdaFM transfer step, vision backbones: {o.vision_aided or 'none'}")
                 for run in _measure(live, o, dev, warmup, steps, pathlib.Path(tmp)):
                     if run.error is not None or not run.times_ms:
                         err = run.error or RuntimeError("no timed steps")

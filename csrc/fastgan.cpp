@@ -39,6 +39,18 @@ TORCH_LIBRARY(fastgan, m) {
   m.def("synth_spectral_field(Tensor keys, Tensor exponents, int size) -> Tensor");
   m.def("synth_minmax_quantize(Tensor x) -> Tensor");
   m.def("rasterize_shapes(Tensor canvas, Tensor shapes, Tensor? texture) -> Tensor");
+
+  // ---- jacvol family: MaGNET projection passes and batched log singular values (fastgan/ops/jacvol.py) ---------
+  m.def("random_projection_gauss(Tensor x, Tensor keys, int col0) -> Tensor");
+  m.def("random_projection_gauss_t(Tensor z, Tensor keys, int col0, int cols) -> Tensor");
+  m.def("log_singular_values(Tensor jac, int top_k) -> Tensor");
+
+  // ---- knn family: k-NN radii and the precision / recall / density / coverage reductions (fastgan/ops/knn.py) ----
+  // CUDA only (csrc/knn/knn_cuda.cu); on CPU the float64 reference is the fast and exact route.
+  m.def("knn_radii(Tensor x, int k) -> Tensor");
+  m.def(
+      "knn_manifold_stats(Tensor real, Tensor fake, Tensor real_radii, Tensor fake_radii, bool inclusive)"
+      " -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace {

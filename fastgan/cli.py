@@ -180,34 +180,45 @@ def _add_data(sub) -> None:
     data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from fastgan.train.loop import train
+def _train_options(args: argparse.Namespace, **override):
+    """TrainOptions from the parsed training flags (shared by `train` and `transfer`)."""
     from fastgan.train.options import TrainOptions
 
-    from fastgan.train.loop import NonFiniteError
-
     fields = {f: getattr(args, f) for f in TrainOptions.__dataclass_fields__ if f != "resolved" and hasattr(args, f)}
+    weights = {}
+    for item in getattr(args, "vision_weights", None) or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--vision-weights takes NAME=PATH (e.g. clip=/weights/ViT-B-32.pt), got {item!r}")
+        if name in weights:
+            raise ValueError(f"--vision-weights names {name!r} twice")
+        import os
+
+        weights[name] = os.path.abspath(path)
+    fields["vision_weights"] = weights or None
+    fields.update(override)
+    return TrainOptions(**fields)
+
+
+def _run_training(args: argparse.Namespace, command: str, **override) -> int:
+    from fastgan.train.loop import NonFiniteError, train
+
     try:
-        result = train(TrainOptions(**fields), device=args.device, quiet=args.quiet)
+        result = train(_train_options(args, **override), device=args.device, quiet=args.quiet)
     except NonFiniteError as exc:  # the run dir's status.json and log.txt say the same
-        print(f"fastgan train: stopped: {exc}", file=sys.stderr)
+        print(f"fastgan {command}: stopped: {exc}", file=sys.stderr)
         return 1
     return result.exit_code
 
 
-def _add_train(sub) -> None:
-    from fastgan.train.options import AUG_CHOICES, CFG_SPECS, NONFINITE_CHOICES
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _run_training(args, "train")
 
-    p = sub.add_parser(
-        "train", help="train a StyleGAN2-style GAN (one process, or every process of a torchrun launch)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train from a dataset zip/folder or from Primitives-PS images synthesised on the fly "
-                    "(--data synth:primitives-ps --resolution R). Progress is counted in kimg (thousands of real "
-                    "images shown to D). Each run gets <outdir>/<NNNNN>-<cfg>-<data>-gpus<W>-batch<B>[-desc]/ with "
-                    "training_options.json, log.txt, stats.jsonl, image grids, network snapshots, training states "
-                    "and latest.json. --resume auto continues the latest complete state of the matching run "
-                    "bit-exactly; --transfer starts a new run from a snapshot's weights. Multi-GPU: "
-                    "torchrun --standalone --nproc_per_node N -m fastgan train ...")
+
+def _add_training_args(p, *, transfer: bool = False) -> None:
+    """The flags of `fastgan train`, shared with `fastgan transfer` (which names its source with --source)."""
+    from fastgan.train.options import AUG_CHOICES, CFG_SPECS, NONFINITE_CHOICES, VISION_AUGMENTS
+
     p.add_argument("--data", required=True, help="dataset zip or folder, or synth:<primitives-ps|primitives-s|"
                                                  "primitives|pinknoise>")
     p.add_argument("--outdir", required=True, help="parent folder of the run directories")
@@ -245,10 +256,13 @@ def _add_train(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="data loader processes per training process")
     p.add_argument("--desc", default="", help="suffix for the run directory name")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="continue a run: auto (latest matching run in --outdir), a run dir or a training-state file")
-    p.add_argument("--transfer", default=None, metavar="SNAPSHOT",
-                   help="start from the weights of a network snapshot (.pt) or StyleGAN2-ADA pickle (.pkl)")
-    p.add_argument("--allow-partial", action="store_true", help="with --transfer: load only matching tensors")
+                   help="continue a run: auto (latest matching run in --outdir), a run dir or a training-state file"
+                   + ("; with auto and no matching run, a new transfer starts from --source" if transfer else ""))
+    if not transfer:
+        p.add_argument("--transfer", default=None, metavar="SNAPSHOT",
+                       help="start from the weights of a network snapshot (.pt) or StyleGAN2-ADA pickle (.pkl)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help=f"with {'--source' if transfer else '--transfer'}: load only matching tensors")
     p.add_argument("--nonfinite", choices=NONFINITE_CHOICES, default="skip", help="policy for NaN/Inf gradients")
     p.add_argument("--nonfinite-limit", type=int, default=10,
                    help="stop (status failed) after this many consecutive steps with NaN/Inf gradients")
@@ -259,24 +273,114 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when visible)")
     p.add_argument("--quiet", action="store_true", help="no console output (log.txt is still written)")
     p.add_argument("-n", "--dry-run", action="store_true", help="print the resolved options and exit")
+    v = p.add_argument_group("vision-aided discriminator (METHODS.md section 2)")
+    v.add_argument("--vision-aided", default=None, metavar="NAME+NAME|auto",
+                   help="frozen pretrained backbones with trainable heads added to D: a fixed set (clip+dino, "
+                        "efficientnet-lite0, ...) or auto (progressive: linear-probe the candidates with G_ema "
+                        "samples after the warm-up and add the winner, up to --probe-select)")
+    v.add_argument("--vision-weights", action="append", metavar="NAME=PATH",
+                   help="local weight file of a backbone (repeatable); fastgan never downloads weights")
+    v.add_argument("--vision-augment", choices=VISION_AUGMENTS, default=None,
+                   help="augmentation in front of each backbone (default diffaugment; ada: one p per backbone)")
+    v.add_argument("--warmup", dest="vision_warmup", type=float, default=None, metavar="KIMG",
+                   help="vision losses off for the first KIMG (default: 0 for transfer, 500 from scratch)")
+    v.add_argument("--probe-select", type=int, default=None, metavar="K",
+                   help="auto: add up to K backbones (default 3, at most the number of candidates)")
+    v.add_argument("--vision-candidates", default=None, metavar="NAME+NAME",
+                   help="auto: the backbones to probe (default: every backbone whose weights are found here)")
+    v.add_argument("--vision-stage-kimg", type=float, default=None, metavar="KIMG",
+                   help="auto: kimg between backbone additions (default 1000)")
+    v.add_argument("--probe-images", type=int, default=None, metavar="N",
+                   help="auto: real and generated images per linear probe (default 1000)")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a StyleGAN2-style GAN (one process, or every process of a torchrun launch)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train from a dataset zip/folder or from Primitives-PS images synthesised on the fly "
+                    "(--data synth:primitives-ps --resolution R). Progress is counted in kimg (thousands of real "
+                    "images shown to D). Each run gets <outdir>/<NNNNN>-<cfg>-<data>-gpus<W>-batch<B>[-desc]/ with "
+                    "training_options.json, log.txt, stats.jsonl, image grids, network snapshots, training states "
+                    "and latest.json. --resume auto continues the latest complete state of the matching run "
+                    "bit-exactly; --transfer starts a new run from a snapshot's weights. Multi-GPU: "
+                    "torchrun --standalone --nproc_per_node N -m fastgan train ...")
+    _add_training_args(p)
     p.set_defaults(func=_cmd_train)
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    return _run_training(args, "transfer", transfer=args.source)
+
+
+def _add_transfer(sub) -> None:
+    from fastgan.transfer.freeze import METHODS
+
+    p = sub.add_parser(
+        "transfer", help="transfer a pretrained generator to a small target dataset (AdaFM, FreezeD, finetune)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Start a training run from the networks of --source and adapt them to --data. The weight "
+                    "transfer is strict: a table of loaded, kept, missing, shape-mismatched and unexpected tensors "
+                    "is printed, and any mismatch stops the run unless --allow-partial. --method finetune trains "
+                    "everything; freezed (FreezeD) freezes the --freeze-d highest-resolution D blocks; adafm turns "
+                    "the generator blocks above --adafm-front-res into AdaFM blocks (frozen weights, W' = gamma*W + "
+                    "beta with identity init, gamma/beta trained from --adafm-unfreeze kimg on), trains the front "
+                    "(mapping + low-resolution blocks) and freezes D blocks as freezed does. Every `fastgan train` "
+                    "flag applies (the architecture flags must match the source). See docs/transfer.md.")
+    p.add_argument("--source", required=True, metavar="SNAPSHOT",
+                   help="network snapshot (.pt) or StyleGAN2-ADA pickle (.pkl) to transfer from")
+    p.add_argument("--method", choices=METHODS, default="adafm", help="transfer recipe")
+    p.add_argument("--freeze-d", type=int, default=None, metavar="K",
+                   help="freeze the K highest-resolution D blocks, fromRGB included (default: 1 for freezed and "
+                        "adafm, 0 for finetune)")
+    p.add_argument("--adafm-front-res", type=int, default=None, metavar="RES",
+                   help="adafm: blocks at or below RES (and the mapping network) form the trainable front; blocks "
+                        "above it get AdaFM (default 16)")
+    p.add_argument("--adafm-new-front", action="store_true",
+                   help="adafm: initialise the front afresh instead of from the source (the paper's choice; the "
+                        "first images then differ from the source's)")
+    p.add_argument("--adafm-unfreeze", type=float, default=None, metavar="KIMG",
+                   help="adafm: gamma/beta train from this kimg on (default: 10000 steps at --batch, i.e. "
+                        "10 x batch kimg)")
+    _add_training_args(p, transfer=True)
+    p.set_defaults(func=_cmd_transfer)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from fastgan.sampling import parse_seeds, write_images
 
     device = _device(args.device)
-    write_images(args.network, parse_seeds(args.seeds), args.outdir, truncation_psi=args.trunc,
-                 class_idx=args.class_idx, noise_mode=args.noise_mode, batch_size=args.batch, device=device)
+    seeds = parse_seeds(args.seeds)
+    if args.sampler == "naive":
+        given = [f for f, v in (("--pool", args.pool), ("--rho", args.rho), ("--top-k", args.top_k),
+                                ("--weights", args.weights), ("--mix", args.mix), ("--replace", args.replace or None))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to --sampler magnet")
+        write_images(args.network, seeds, args.outdir, truncation_psi=args.trunc, class_idx=args.class_idx,
+                     noise_mode=args.noise_mode, batch_size=args.batch, device=device)
+        return 0
+    from fastgan.sampling.generate import write_magnet_images
+
+    if args.pool is None:
+        raise ValueError("--sampler magnet needs --pool (a pool file from `fastgan magnet pool`)")
+    write_magnet_images(args.network, args.pool, seeds, args.outdir, rho=1.0 if args.rho is None else args.rho,
+                        top_k=30 if args.top_k is None else args.top_k, weights=args.weights or "official",
+                        mix=1.0 if args.mix is None else args.mix, replace=args.replace, class_idx=args.class_idx,
+                        truncation_psi=args.trunc, noise_mode=args.noise_mode, batch_size=args.batch, device=device)
     return 0
 
 
 def _add_generate(sub) -> None:
     p = sub.add_parser(
-        "generate", help="images from a network snapshot, one PNG per seed",
+        "generate", help="images from a network snapshot, one PNG per seed (naive or MaGNET sampling)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Write seed<NNNN>.png for every seed with the snapshot's G_ema. A seed gives the same image "
-                    "whatever --batch and device (z = numpy RandomState(seed).randn, as StyleGAN).")
+        description="Write seed<NNNN>.png for every seed with the snapshot's G_ema. Naive sampling (the default): "
+                    "a seed gives the same image whatever --batch and device (z = numpy RandomState(seed).randn, as "
+                    "StyleGAN). --sampler magnet: len(seeds) latents are drawn from --pool with probability "
+                    "proportional to vol^rho (a torch.Generator seeded with the first seed; the k-th draw is written "
+                    "as the k-th seed's file, so the same --seeds list gives the same files) and "
+                    "magnet-samples.json records the pool index of every file.")
     p.add_argument("--network", required=True, help="network-snapshot-*.pt or StyleGAN2-ADA .pkl")
     p.add_argument("--seeds", required=True, help="seeds, e.g. 0-63,100")
     p.add_argument("--outdir", required=True, help="output folder")
@@ -285,7 +389,61 @@ def _add_generate(sub) -> None:
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const", help="per-pixel noise")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", default=None, help="device (default: cuda when visible, else cpu)")
+    p.add_argument("--sampler", choices=["naive", "magnet"], default="naive",
+                   help="naive: latents from the seeds; magnet: latents resampled from --pool by Jacobian volume")
+    p.add_argument("--pool", default=None, help="MaGNET pool (.npz from `fastgan magnet pool`, or a released one)")
+    p.add_argument("--rho", type=float, default=None, help="polarity rho (magnet; default 1 = MaGNET)")
+    p.add_argument("--top-k", type=int, default=None, help="singular values in the volume (magnet; default 30)")
+    p.add_argument("--weights", choices=["official", "exact"], default=None,
+                   help="official: vol^rho (the papers' numbers); exact: vol^rho / p(z) (magnet; default official)")
+    p.add_argument("--mix", type=float, default=None,
+                   help="fraction of MaGNET-weighted samples, the rest drawn uniformly from the pool (magnet; "
+                        "default 1)")
+    p.add_argument("--replace", action="store_true", help="draw with replacement (magnet; default without)")
     p.set_defaults(func=_cmd_generate)
+
+
+def _add_magnet(sub) -> None:
+    def _cmd_magnet_pool(args: argparse.Namespace) -> int:  # the `magnet pool` command
+        from fastgan.sampling import compute_pool
+
+        compute_pool(args.network, args.num, args.out, proj_dim=None if args.proj_dim == 0 else args.proj_dim,
+                     top_k=args.top_k, batch_size=args.batch, seed=args.seed, proj_seed=args.proj_seed,
+                     truncation_psi=args.trunc, wrt=args.wrt, chunk_size=args.chunk, device=_device(args.device),
+                     max_memory=None if args.max_memory is None else int(args.max_memory * 2**20),
+                     impl=args.impl, progress=False if args.quiet else None,
+                     log=(lambda s: None) if args.quiet else print)
+        return 0
+
+    magnet = sub.add_parser("magnet", help="MaGNET: pools of latents with their Jacobian volumes",
+                            description="MaGNET commands. Sample with `fastgan generate --sampler magnet --pool ...`.")
+    msub = magnet.add_subparsers(dest="magnet_command", metavar="MAGNET_COMMAND")
+    p = msub.add_parser(
+        "pool", help="compute a pool: latents and the top singular values of the generator's Jacobian",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Draw --num latents (entry i: z = numpy RandomState(seed + i).randn, class i %% c_dim) and "
+                    "compute, for each, the top singular values of the Jacobian of P vec(G(z)) (P: --proj-dim "
+                    "random orthonormal rows) with the snapshot's G_ema. Written to --out (npz with latents, svds, "
+                    "labels: the released MaGNET layout). Chunks are saved as they finish in <out>.parts/; "
+                    "running the same command again after an interruption continues where it stopped.")
+    p.add_argument("--network", required=True, help="network-snapshot-*.pt or StyleGAN2-ADA .pkl")
+    p.add_argument("--num", type=int, required=True, help="latents in the pool")
+    p.add_argument("--out", required=True, help="pool file (.npz)")
+    p.add_argument("--proj-dim", type=int, default=128, help="rows of the random projection (0: exact Jacobian)")
+    p.add_argument("--top-k", type=int, default=None, help="singular values stored per latent (default: all)")
+    p.add_argument("--batch", type=int, default=16, help="latents per generator forward")
+    p.add_argument("--seed", type=int, default=0, help="latent seed: entry i uses seed + i")
+    p.add_argument("--proj-seed", type=int, default=0, help="seed of the projection")
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi")
+    p.add_argument("--wrt", choices=["z", "w"], default="z", help="differentiate w.r.t. z or the broadcast w")
+    p.add_argument("--chunk", type=int, default=1024, help="latents per saved chunk (the unit of resumption)")
+    p.add_argument("--max-memory", type=float, default=None,
+                   help="MiB the batched VJPs may use (default: half the free GPU memory, 1024 on CPU)")
+    p.add_argument("--impl", default="auto", choices=["auto", "ref", "cpp", "cuda", "triton"],
+                   help="kernels for the projection and the singular values")
+    p.add_argument("--device", default=None, help="device (default: cuda when visible, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no console output")
+    p.set_defaults(func=_cmd_magnet_pool)
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
@@ -377,9 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_ref(sub)
     _add_train(sub)
+    _add_transfer(sub)
     _add_generate(sub)
     _add_metrics(sub)
     _add_select_source(sub)
+    _add_magnet(sub)
+    from fastgan.playground.cli import add_playground_parser
+    add_playground_parser(sub)
+    from fastgan.demo.cli import add_demo_parser
+    add_demo_parser(sub)
     return parser
 
 
@@ -398,7 +562,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, PermissionError, ImportError) as exc:
         # bad input: one clear line naming the problem, no traceback
-        name = " ".join(x for x in (args.command, getattr(args, "data_command", None)) if x)
+        name = " ".join(x for x in (args.command, getattr(args, "data_command", None),
+                                    getattr(args, "magnet_command", None)) if x)
         print(f"fastgan {name}: error: {exc}", file=sys.stderr)
         return 2
 

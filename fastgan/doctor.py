@@ -35,6 +35,7 @@ def _adafm_case(device: str) -> tuple[Callable, tuple, tuple[bool, ...]]:
 
 
 def _exact_inputs():
+    from fastgan.ops import jacvol as J
     from fastgan.ops import synth as S
 
     g = torch.Generator().manual_seed(0)
@@ -50,7 +51,10 @@ def _exact_inputs():
     return {"synth_spectral_field": ((keys, exps, 16), 5e-5),
             "synth_minmax_quantize": ((torch.randn(2, 3, 9, 8, generator=g),), 0.0),
             "rasterize_shapes": ((canvas, table, texture), 0.0),
-            "knn_radii": ((points, 3), 1e-4)}  # float32 kernels vs the float64 reference
+            "knn_radii": ((points, 3), 1e-4),  # float32 kernels vs the float64 reference
+            # x G^T for a 6 x 300 Gaussian block (float32 entries from each impl's own math library)
+            "random_projection": ((torch.randn(3, 300, generator=g), J.row_keys(0, 6), 300, False), 1e-4),
+            "log_singular_values": ((torch.randn(4, 6, 9, generator=g), 5), 1e-6)}
 
 
 # one small case per differentiable op: (fn(*inputs, impl=...), inputs, which inputs get gradients)
@@ -59,7 +63,8 @@ PARITY_CASES: dict[str, Callable[[str], tuple]] = {
     "adafm_conv2d": _adafm_case,
 }
 # ops without gradients, compared with their reference on the CPU: bit-equal (tolerance 0) or max relative error
-EXACT_OPS = ("synth_spectral_field", "synth_minmax_quantize", "rasterize_shapes", "knn_radii")
+EXACT_OPS = ("synth_spectral_field", "synth_minmax_quantize", "rasterize_shapes", "knn_radii", "random_projection",
+             "log_singular_values")
 
 
 def _exact_parity(op_name: str, impl: str, device: str) -> Optional[str]:

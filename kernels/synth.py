@@ -94,6 +94,25 @@ def _powf(f, e, GPU_MATH: tl.constexpr):
 
 
 @triton.jit
+def _box_muller(h1, h2, GPU_MATH: tl.constexpr):
+    """Two standard normals (cos and sin branch) from two uint32 hashes: u1 = (h1 >> 8 + 1) / 2^24 in (0, 1],
+    u2 = (h2 >> 8) / 2^24; GPU_MATH picks libdevice's log / cos / sin (compiled) over tl's (interpreter)."""
+    u1 = ((h1 >> 8) + 1).to(tl.float32) * INV_2_24
+    u2 = (h2 >> 8).to(tl.float32) * INV_2_24
+    theta = u2 * TWO_PI_F32
+    if GPU_MATH:
+        lg = libdevice.log(u1)
+        cs = libdevice.cos(theta)
+        sn = libdevice.sin(theta)
+    else:
+        lg = tl.log(u1)
+        cs = tl.cos(theta)
+        sn = tl.sin(theta)
+    r = tl.sqrt_rn(-2.0 * lg)
+    return r * cs, r * sn
+
+
+@triton.jit
 def _field_kernel(KEYS, EXPS, OUT, C, S, WH, inv, f0,
                   GPU_MATH: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
     """OUT[n, c, i, j, :] = (re, im) * w[i, j] for one (image, channel) and a BLOCK_I x BLOCK_J tile of bins.
@@ -132,22 +151,7 @@ def _field_kernel(KEYS, EXPS, OUT, C, S, WH, inv, f0,
     src_i = tl.where(hm, si[:, None], i[:, None])
     m = ((c * S + src_i).to(tl.int64) * WH + j[None, :]).to(tl.uint32)
     m2 = m * 2
-    h1 = _draw32(k0, k1, m2)
-    h2 = _draw32(k0, k1, m2 + 1)
-    u1 = ((h1 >> 8) + 1).to(tl.float32) * INV_2_24
-    u2 = (h2 >> 8).to(tl.float32) * INV_2_24
-    theta = u2 * TWO_PI_F32
-    if GPU_MATH:
-        lg = libdevice.log(u1)
-        cs = libdevice.cos(theta)
-        sn = libdevice.sin(theta)
-    else:
-        lg = tl.log(u1)
-        cs = tl.cos(theta)
-        sn = tl.sin(theta)
-    r = tl.sqrt_rn(-2.0 * lg)
-    re = r * cs
-    im = r * sn
+    re, im = _box_muller(_draw32(k0, k1, m2), _draw32(k0, k1, m2 + 1), GPU_MATH)
     self_conj = herm[None, :] & ((i == 0) | (even & (i == S // 2)))[:, None]
     re = tl.where(self_conj, re * SQRT2_F32, re)
     im = tl.where(self_conj, 0.0, tl.where(hm, -im, im))

@@ -166,7 +166,7 @@ def test_bench_metrics_writes_both_families(tmp_path, monkeypatch, no_interprete
         rows = _rows(tmp_path / f"{fam}.csv")
         assert rows[0] == common.HEADER
         got = {r[rows[0].index("provider")] for r in rows[1:]}
-        assert got == set(provs) - {"triton"}, (fam, got)  # no Triton timings on the CPU (interpreter)
+        assert got == set(provs) - {"triton", "cuda"}, (fam, got)  # no Triton (interpreter) or CUDA timings on CPU
     # the ref and cdist-topk providers compute the same numbers as the prdc package on these features
     real = bench_metrics.features(50, 8, 2, "cpu")
     fake = bench_metrics.features(50, 8, 3, "cpu", shift=0.05)
@@ -185,3 +185,23 @@ def test_bench_metrics_writes_both_families(tmp_path, monkeypatch, no_interprete
     values = [bench_metrics._fd_closure(p, a, b)() for p in bench_metrics.FD_PROVIDERS]
     values += [bench_metrics._fd_stats_closure(p, a, b)() for p in bench_metrics.FD_PROVIDERS]
     assert max(values) - min(values) <= 1e-8 * max(values)
+
+
+def test_report_summary_goes_between_the_readme_markers(tmp_path):
+    from benchmarks import report
+
+    rows = [dict(date="2026-01-01", commit="c", device="dev", torch="t", triton="", cuda="", family="modconv",
+                 case=f"C{i}", provider=p, dtype="fp32", mode="fwd", median_ms=str(ms), p20_ms="", p80_ms="",
+                 peak_mem_mb="", throughput="", unit="TFLOP/s")
+            for i, (p, ms) in enumerate([("ref", 4.0), ("cpp", 2.0)]) for _ in [0]]
+    rows = [dict(r, case="C0") for r in rows]
+    table = report.summary(rows)
+    assert "| dev | modconv | 2.00x | - |" in table
+    readme = tmp_path / "R.md"
+    readme.write_text("top\n<!-- perf:begin -->\nold\n<!-- perf:end -->\nbottom\n")
+    assert report.update_readme(readme, table)
+    text = readme.read_text()
+    assert "old" not in text and table in text and text.startswith("top\n") and text.endswith("bottom\n")
+    plain = tmp_path / "P.md"
+    plain.write_text("no markers\n")
+    assert not report.update_readme(plain, table) and plain.read_text() == "no markers\n"

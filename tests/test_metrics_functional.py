@@ -283,3 +283,87 @@ def test_manifold_stats_triton_op_registration():
     args = (real, fake, torch.rand(40, generator=g) + 1, torch.rand(50, generator=g) + 1, True)
     torch.library.opcheck(torch.ops.fastgan.knn_manifold_stats_triton, args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+# ---- CUDA C++ k-NN kernels (csrc/knn/knn_cuda.cu) -------------------------------------------------------------
+def _ext_knn_ops():
+    import fastgan
+
+    if not fastgan.HAS_EXT:
+        pytest.skip(f"compiled extension not loaded: {fastgan.EXT_ERROR}")
+    assert hasattr(torch.ops.fastgan, "knn_radii") and hasattr(torch.ops.fastgan, "knn_manifold_stats")
+
+
+def test_knn_cuda_ops_have_schemas_and_fake_kernels():
+    """The C++ schemas exist in every build, and their fake kernels give the output metadata without running."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    _ext_knn_ops()
+    with FakeTensorMode():
+        x = torch.empty(50, 7)
+        out = torch.ops.fastgan.knn_radii(x, 3)
+        assert out.shape == (50,) and out.dtype == torch.float64
+        f = torch.empty(30, 7)
+        fi, ri, cnt, cov = torch.ops.fastgan.knn_manifold_stats(x, f, torch.empty(50), torch.empty(30), False)
+        assert fi.shape == (30,) and ri.shape == (50,) and cov.shape == (50,) and cnt.shape == ()
+        assert fi.dtype == ri.dtype == cov.dtype == torch.bool and cnt.dtype == torch.float64
+
+
+def test_knn_cuda_impl_reports_why_it_cannot_run_here():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    reason = ops.why_unavailable("knn_radii", "cuda", "cuda")
+    assert reason and ("CUDA" in reason or "extension" in reason)
+    with pytest.raises(Exception, match="cuda"):
+        ops.knn_radii(torch.randn(10, 3), 2, impl="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,d,k", [(9, 5, 8), (100, 40, 1), (130, 64, 5), (1000, 77, 5), (257, 31, 20),
+                                   (300, 128, 40), (3000, 512, 3)])
+def test_knn_radii_cuda_matches_reference(n, d, k):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    x[n // 2] = x[n // 3]
+    want = ops.knn_radii(x, k, impl="ref")
+    got = ops.knn_radii(x.float().cuda(), k, impl="cuda")
+    assert got.dtype == torch.float64 and got.shape == (n,) and got.is_cuda
+    assert torch.allclose(got.cpu(), want, rtol=1e-4, atol=1e-3), (got.cpu() - want).abs().max()
+    tri = ops.knn_radii(x.float().cuda(), k, impl="triton")
+    assert torch.allclose(got, tri, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_knn_radii_cuda_refuses_large_k_and_checks_inputs():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    x = torch.randn(100, 8, device="cuda")
+    with pytest.raises(RuntimeError, match="k <= 63"):
+        ops.knn_radii(x, 64, impl="cuda")
+    torch.library.opcheck(torch.ops.fastgan.knn_radii, (x, 3), test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("inclusive", [False, True])
+@pytest.mark.parametrize("nr,nf,d,k", [(90, 70, 24, 3), (40, 130, 33, 5), (2000, 1500, 256, 5)])
+def test_manifold_stats_cuda_matches_reference(inclusive, nr, nf, d, k):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    g = torch.Generator().manual_seed(nr + nf)
+    real = torch.randn(nr, d, generator=g, dtype=torch.float64)
+    fake = torch.randn(nf, d, generator=g, dtype=torch.float64) * 1.1 + 0.1
+    rr, fr = ops.knn_radii(real, k, impl="ref"), ops.knn_radii(fake, k, impl="ref")
+    want = ops.manifold_stats(real, fake, rr, fr, inclusive=inclusive, impl="ref")
+    got = ops.manifold_stats(real.float().cuda(), fake.float().cuda(), rr.cuda(), fr.cuda(), inclusive=inclusive,
+                             impl="cuda")
+    tri = ops.manifold_stats(real.float().cuda(), fake.float().cuda(), rr.cuda(), fr.cuda(), inclusive=inclusive,
+                             impl="triton")
+    for key in ("fake_in_real", "real_in_fake", "real_covered"):
+        assert got[key].dtype == torch.bool and got[key].shape == want[key].shape
+        assert int((got[key].cpu() != want[key]).sum()) <= max(1, want[key].numel() // 1000), key
+        # the Triton kernel computes the same float32 distances up to summation order
+        assert int((got[key] != tri[key]).sum()) <= max(1, want[key].numel() // 1000), key
+    assert abs(float(got["density_count"]) - float(want["density_count"])) <= max(2, nr * nf // 100000)
+    args = (real.float().cuda(), fake.float().cuda(), rr.cuda(), fr.cuda(), inclusive)
+    torch.library.opcheck(torch.ops.fastgan.knn_manifold_stats, args, test_utils=("test_schema", "test_faketensor"))

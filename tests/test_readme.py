@@ -31,12 +31,6 @@ def test_ci_runs_the_readme_test_command():
     assert "check_cu.sh" in ci and '"$rc" -eq 5' in ci
 
 
-def test_readme_snippet_runs():
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"## The ops\n\n```python\n(.*?)```", text, re.S).group(1)
-    exec(compile(block, "README.md", "exec"), {})
-
-
 def test_quick_start_installs_every_runtime_dependency():
     """The install uses --no-deps, so both commands must name every dependency in pyproject.toml themselves."""
     import tomllib
@@ -51,19 +45,27 @@ def test_quick_start_installs_every_runtime_dependency():
             assert re.search(rf'(^|[\s"]){re.escape(name)}([\s"<>=]|$)', cmd), f"{which} command lacks {name}"
 
 
-def test_readme_synth_snippet_runs():
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"### Primitives-PS synthetic data\n\n```python\n(.*?)```", text, re.S).group(1)
-    exec(compile(block, "README.md", "exec"), {})
+def test_readme_snippets_run_in_order(tmp_path, monkeypatch):
+    """Every python block of the README, in order, in one namespace, in a scratch folder (the tour builds on
+    itself: data, then a pretraining run, then transfer and MaGNET from its snapshot)."""
+    import torch
 
-
-def test_readme_metrics_snippet_runs():
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"### Metrics on features\n\n```python\n(.*?)```", text, re.S).group(1)
-    scope = {}
-    exec(compile(block, "README.md", "exec"), scope)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 8
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    threads = torch.get_num_threads()
+    try:
+        for i, block in enumerate(blocks):
+            exec(compile(block, f"README.md python block {i}", "exec"), scope)
+    finally:
+        torch.set_num_threads(threads)
     assert scope["fid"] > 0 and set(scope["pr"]) == {"precision", "recall", "density", "coverage"}
     assert abs(scope["fid_again"] - scope["fid"]) <= 1e-9 * scope["fid"]
+    assert scope["res"].status == "finished" and scope["res_t"].status == "finished"
+    assert [s.name for s in scope["ranking"]] == ["near", "far"]
+    assert scope["log_sv"].shape == (32, 32) and len(set(scope["idx"].tolist())) == 8
 
 
 def test_docs_ops_snippets_run():

@@ -182,16 +182,24 @@ class SynthesisLayer(nn.Module):
     Stride-1 layers go through :func:`fastgan.ops.modulated_conv2d` (the fused kernels). The up-sampling layer
     modulates the activations, runs one shared-weight transposed convolution and the FIR blur, then applies the
     demodulation coefficients: the same function as StyleGAN2's, at a quarter of the FLOPs of blurring first.
+
+    ``adafm=True`` (AdaFM transfer, Zhao et al. ICML'20) adds ``adafm_gamma`` and ``adafm_beta`` of shape
+    (out_channels, in_channels), initialised to 1 and 0. The layer then convolves with
+    W' = adafm_gamma * weight + adafm_beta (broadcast over the kernel taps) in place of ``weight``, followed by the
+    usual per-sample modulation and demodulation. At the identity init W' equals ``weight`` bit for bit, so the
+    layer computes exactly what the plain layer computes; :meth:`folded_weight` is the W' a plain layer needs to
+    compute the same function (:func:`fastgan.transfer.fold`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
                  up: int = 1, use_noise: bool = True, conv_clamp: Optional[float] = None, impl: str = "auto",
-                 layer_id: int = 0):
+                 layer_id: int = 0, adafm: bool = False):
         super().__init__()
         if up not in (1, 2):
             raise ValueError(f"up must be 1 or 2, got {up}")
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.up, self.use_noise, self.conv_clamp, self.impl, self.layer_id = up, use_noise, conv_clamp, impl, layer_id
+        self.adafm = bool(adafm)
         self.padding = kernel_size // 2
         self.register_buffer("resample_filter", setup_filter())
         fw = self.resample_filter.shape[-1]  # FIR padding after the stride-2 transposed conv (StyleGAN2's)
@@ -204,6 +212,15 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn(resolution, resolution))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_channels))
+        if self.adafm:
+            self.adafm_gamma = nn.Parameter(torch.ones(out_channels, in_channels))
+            self.adafm_beta = nn.Parameter(torch.zeros(out_channels, in_channels))
+
+    def folded_weight(self) -> Tensor:
+        """The convolution weight in use: W' = adafm_gamma * weight + adafm_beta with AdaFM, else ``weight``."""
+        if not self.adafm:
+            return self.weight
+        return self.adafm_gamma[:, :, None, None] * self.weight + self.adafm_beta[:, :, None, None]
 
     def _noise(self, x: Tensor, noise_mode: str, noise_keys: Optional[Tensor]) -> Optional[Tensor]:
         if not self.use_noise or noise_mode == "none":
@@ -222,7 +239,7 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random", noise_keys: Optional[Tensor] = None,
                 gain: float = 1.0) -> Tensor:
         styles = self.affine(w)
-        weight = self.weight
+        weight = self.folded_weight()
         if x.dtype == torch.float16:  # demodulation is scale-invariant: pre-scale to keep fp16 in range
             weight = weight * (1 / math.sqrt(weight[0].numel()) / weight.norm(float("inf"), dim=[1, 2, 3],
                                                                                keepdim=True))
@@ -245,7 +262,7 @@ class SynthesisLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, resolution={self.resolution}, up={self.up}, "
-                f"use_noise={self.use_noise}")
+                f"use_noise={self.use_noise}" + (", adafm=True" if self.adafm else ""))
 
 
 class ToRGBLayer(nn.Module):

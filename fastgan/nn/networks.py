@@ -7,11 +7,16 @@ plus a state_dict and loads with ``torch.load(weights_only=True)`` without this 
 
 Mixed precision follows StyleGAN2: the ``num_fp16_res`` highest resolutions run in float16 on CUDA (with
 ``conv_clamp``), everything else — and everything on CPU — in float32.
+
+AdaFM transfer: ``Generator(adafm_resolutions=[32, 64, ...])`` gives the synthesis blocks at those resolutions
+AdaFM layers (per-(out, in) ``adafm_gamma`` / ``adafm_beta`` on both convolutions, see
+:class:`~fastgan.nn.layers.SynthesisLayer`). The key is part of ``G.config`` only when it is non-empty, so plain
+generators keep their config; :func:`fastgan.transfer.fold` turns an AdaFM generator back into a plain one.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +26,7 @@ from .layers import (Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, Synthe
                      normalize_2nd_moment, setup_filter, upsample2d)
 
 __all__ = ["MappingNetwork", "SynthesisNetwork", "Generator", "Discriminator", "build_network",
-           "channels_at", "check_resolution"]
+           "channels_at", "check_resolution", "check_adafm_resolutions"]
 
 
 def check_resolution(resolution: int, name: str = "resolution", minimum: int = 4) -> int:
@@ -39,6 +44,19 @@ def channels_at(res: int, channel_base: int, channel_max: int) -> int:
 
 def _fp16_resolution(img_resolution: int, num_fp16_res: int) -> int:
     return max(2 ** (int(np.log2(img_resolution)) + 1 - num_fp16_res), 8) if num_fp16_res > 0 else 1 << 30
+
+
+def check_adafm_resolutions(resolutions: Sequence[int], block_resolutions: Sequence[int]) -> list[int]:
+    """Sorted, de-duplicated AdaFM block resolutions; each must be one of the synthesis blocks'."""
+    if isinstance(resolutions, (str, bytes)) or not hasattr(resolutions, "__iter__"):
+        raise TypeError(f"adafm_resolutions must be a list of ints, got {resolutions!r}")
+    out = set()
+    for r in resolutions:
+        if isinstance(r, bool) or not isinstance(r, int) or r not in block_resolutions:
+            raise ValueError(f"adafm_resolutions: {r!r} is not a synthesis block resolution "
+                             f"(the blocks are {list(block_resolutions)})")
+        out.add(r)
+    return sorted(out)
 
 
 class MappingNetwork(nn.Module):
@@ -97,9 +115,10 @@ class SynthesisBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  is_last: bool, use_fp16: bool = False, conv_clamp: Optional[float] = None,
-                 use_noise: bool = True, impl: str = "auto", first_layer_id: int = 0):
+                 use_noise: bool = True, impl: str = "auto", first_layer_id: int = 0, adafm: bool = False):
         super().__init__()
         self.in_channels, self.resolution, self.is_last, self.use_fp16 = in_channels, resolution, is_last, use_fp16
+        self.adafm = adafm
         self.register_buffer("resample_filter", setup_filter())
         self.num_conv = 0
         lid = first_layer_id
@@ -107,11 +126,11 @@ class SynthesisBlock(nn.Module):
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, use_noise=use_noise,
-                                        conv_clamp=conv_clamp, impl=impl, layer_id=lid)
+                                        conv_clamp=conv_clamp, impl=impl, layer_id=lid, adafm=adafm)
             self.num_conv += 1
             lid += 1
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, use_noise=use_noise,
-                                    conv_clamp=conv_clamp, impl=impl, layer_id=lid)
+                                    conv_clamp=conv_clamp, impl=impl, layer_id=lid, adafm=adafm)
         self.num_conv += 1
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp, impl=impl)
         self.num_torgb = 1
@@ -135,10 +154,11 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
                  channel_max: int = 512, num_fp16_res: int = 0, conv_clamp: Optional[float] = None,
-                 use_noise: bool = True, impl: str = "auto"):
+                 use_noise: bool = True, impl: str = "auto", adafm_resolutions: Sequence[int] = ()):
         super().__init__()
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.block_resolutions = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
+        self.adafm_resolutions = check_adafm_resolutions(adafm_resolutions, self.block_resolutions)
         fp16_res = _fp16_resolution(img_resolution, num_fp16_res)
         self.num_ws = 0
         lid = 0
@@ -147,7 +167,7 @@ class SynthesisNetwork(nn.Module):
             cout = channels_at(res, channel_base, channel_max)
             block = SynthesisBlock(cin, cout, w_dim, res, img_channels, is_last=res == img_resolution,
                                    use_fp16=res >= fp16_res, conv_clamp=conv_clamp, use_noise=use_noise,
-                                   impl=impl, first_layer_id=lid)
+                                   impl=impl, first_layer_id=lid, adafm=res in self.adafm_resolutions)
             lid += block.num_conv
             self.num_ws += block.num_conv
             if res == img_resolution:
@@ -175,7 +195,7 @@ class Generator(nn.Module):
     def __init__(self, z_dim: int = 512, c_dim: int = 0, w_dim: int = 512, img_resolution: int = 256,
                  img_channels: int = 3, mapping_layers: int = 8, channel_base: int = 32768, channel_max: int = 512,
                  num_fp16_res: int = 0, conv_clamp: Optional[float] = None, use_noise: bool = True,
-                 impl: str = "auto"):
+                 impl: str = "auto", adafm_resolutions: Optional[Sequence[int]] = None):
         super().__init__()
         check_resolution(img_resolution, "img_resolution")
         for k, v in dict(z_dim=z_dim, w_dim=w_dim, img_channels=img_channels, mapping_layers=mapping_layers,
@@ -191,7 +211,10 @@ class Generator(nn.Module):
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
-                                          num_fp16_res, conv_clamp, use_noise, impl)
+                                          num_fp16_res, conv_clamp, use_noise, impl,
+                                          adafm_resolutions=adafm_resolutions or ())
+        if self.synthesis.adafm_resolutions:  # plain generators keep their config unchanged
+            self.config["adafm_resolutions"] = list(self.synthesis.adafm_resolutions)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers)
 

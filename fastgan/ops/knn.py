@@ -16,7 +16,9 @@ Distances are computed in tiles of rows against all columns, so no N x N matrix 
 chosen so that a tile holds at most ``2**24`` distances. The references compute in float64 (features of any float
 dtype are upcast) so that membership decisions match the prdc package exactly. Both ops also have Triton kernels
 (``kernels/knn.py``: float32 distance tiles from ``tl.dot`` reduced on the spot: a running top-(k+1) per row for
-the radii, any / nearest / count per row and any per column for the memberships), which ``auto`` picks on CUDA.
+the radii, any / nearest / count per row and any per column for the memberships), which ``auto`` picks on CUDA,
+and CUDA C++ kernels (``csrc/knn/knn_cuda.cu``, ``impl="cuda"``: the same float32 arithmetic with a register top-(k+1)
+list per row, k <= 63).
 """
 from __future__ import annotations
 
@@ -122,7 +124,34 @@ def _knn_radii_fake(x, k):
     return x.new_empty((x.shape[0],), dtype=torch.float64)
 
 
-_dispatch.register_op("knn_radii", {"cuda": ("triton", "ref"), "*": ("ref",)})
+def _ext_ops() -> bool:
+    """Fake (meta) kernels for the C++ ops, when the extension defines them."""
+    import fastgan
+
+    if not fastgan.HAS_EXT or not hasattr(torch.ops.fastgan, "knn_radii"):
+        return False
+    torch.library.register_fake("fastgan::knn_radii")(_knn_radii_fake)
+    torch.library.register_fake("fastgan::knn_manifold_stats")(_manifold_stats_fake)
+    return True
+
+
+def _knn_radii_cuda(x: Tensor, k: int) -> Tensor:
+    return torch.ops.fastgan.knn_radii(x, k)
+
+
+def _manifold_stats_cuda(real, fake, real_radii, fake_radii, inclusive):
+    fake_in, real_in, count, covered = torch.ops.fastgan.knn_manifold_stats(real, fake, real_radii, fake_radii,
+                                                                            inclusive)
+    return {"fake_in_real": fake_in, "real_in_fake": real_in, "density_count": count, "real_covered": covered}
+
+
+def _knn_unavailable(device_type: str):
+    if not _HAS_EXT_OPS:
+        return "the compiled extension fastgan._C is not loaded or has no knn ops"
+    return _dispatch.ext_unavailable("knn", device_type)
+
+
+_dispatch.register_op("knn_radii", {"cuda": ("triton", "cuda", "ref"), "*": ("ref",)})
 _dispatch.register_impl("knn_radii", "ref", _knn_radii_ref, devices=("cpu", "cuda", "mps", "xpu"))
 _dispatch.register_impl("knn_radii", "triton", _knn_radii_triton, devices=("cpu", "cuda"),
                         available=_dispatch.triton_unavailable)
@@ -146,7 +175,12 @@ def _manifold_stats_triton(real, fake, real_radii, fake_radii, inclusive):
     return {"fake_in_real": fake_in, "real_in_fake": real_in, "density_count": count, "real_covered": covered}
 
 
-_dispatch.register_op("knn_manifold_stats", {"cuda": ("triton", "ref"), "*": ("ref",)})
+_HAS_EXT_OPS = _ext_ops()
+
+_dispatch.register_impl("knn_radii", "cuda", _knn_radii_cuda, devices=("cuda",), available=_knn_unavailable)
+_dispatch.register_op("knn_manifold_stats", {"cuda": ("triton", "cuda", "ref"), "*": ("ref",)})
 _dispatch.register_impl("knn_manifold_stats", "ref", _manifold_stats_ref, devices=("cpu", "cuda", "mps", "xpu"))
 _dispatch.register_impl("knn_manifold_stats", "triton", _manifold_stats_triton, devices=("cpu", "cuda"),
                         available=_dispatch.triton_unavailable)
+_dispatch.register_impl("knn_manifold_stats", "cuda", _manifold_stats_cuda, devices=("cuda",),
+                        available=_knn_unavailable)

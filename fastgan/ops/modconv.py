@@ -236,6 +236,56 @@ def _register_modconv_autograd(op, bwd_op) -> None:
     torch.library.register_autograd(op, backward, setup_context=setup_context)
 
 
+def _vm_batched(t: Tensor, dim: Optional[int], size: int) -> Tensor:
+    """``t`` with its vmapped dimension first (broadcast to ``size`` when it is not batched)."""
+    return t.movedim(dim, 0) if dim is not None else t.unsqueeze(0).expand(size, *t.shape)
+
+
+def _vm_slice(t: Tensor, dim: Optional[int], i: int) -> Tensor:
+    return t if dim is None else t.select(dim, i)
+
+
+def _register_modconv_vmap(op, bwd_op) -> None:
+    """Batching rules, so that ``torch.func.vmap`` (e.g. batched VJPs in fastgan.sampling) runs the fused kernels
+    once on the whole batch: the vmapped dimension is folded into N (modulation is per sample, the weight shared).
+    A batched weight, or a weight gradient (which sums over N and so cannot be folded), runs per vmapped slice.
+    ``op`` / ``bwd_op``: custom-op objects or "namespace::name" strings of compiled ops."""
+    reg_op, reg_bwd = op, bwd_op
+    if isinstance(op, str):
+        op = getattr(torch.ops.fastgan, op.split("::")[1]).default
+        bwd_op = getattr(torch.ops.fastgan, bwd_op.split("::")[1]).default
+
+    def forward_rule(info, in_dims, x, weight, styles, demodulate, padding, eps):
+        v = info.batch_size
+        xd, wd, sd = in_dims[0], in_dims[1], in_dims[2]
+        if wd is not None:
+            outs = [op(_vm_slice(x, xd, i), weight.select(wd, i), _vm_slice(styles, sd, i), demodulate, padding, eps)
+                    for i in range(v)]
+            return torch.stack(outs), 0
+        xb, sb = _vm_batched(x, xd, v), _vm_batched(styles, sd, v)
+        out = op(xb.flatten(0, 1), weight, sb.flatten(0, 1), demodulate, padding, eps)
+        return out.unflatten(0, (v, xb.shape[1])), 0
+
+    def backward_rule(info, in_dims, grad_out, x, weight, styles, out, demodulate, padding, eps, output_mask):
+        v = info.batch_size
+        gd, xd, wd, sd, od = in_dims[:5]
+        if wd is not None or output_mask[1]:
+            res = [bwd_op(_vm_slice(grad_out, gd, i), _vm_slice(x, xd, i), _vm_slice(weight, wd, i),
+                          _vm_slice(styles, sd, i), _vm_slice(out, od, i), demodulate, padding, eps, output_mask)
+                   for i in range(v)]
+            return tuple(torch.stack([r[j] for r in res]) for j in range(3)), (0, 0, 0)
+        gb, xb, sb, ob = (_vm_batched(t, d, v) for t, d in ((grad_out, gd), (x, xd), (styles, sd), (out, od)))
+        n = xb.shape[1]
+        gx, gw, gs = bwd_op(gb.flatten(0, 1), xb.flatten(0, 1), weight, sb.flatten(0, 1), ob.flatten(0, 1),
+                            demodulate, padding, eps, output_mask)
+        gx = gx.unflatten(0, (v, n)) if output_mask[0] else gx
+        gs = gs.unflatten(0, (v, n)) if output_mask[2] else gs
+        return (gx, gw, gs), (0 if output_mask[0] else None, None, 0 if output_mask[2] else None)
+
+    torch.library.register_vmap(reg_op, forward_rule)
+    torch.library.register_vmap(reg_bwd, backward_rule)
+
+
 def _register_adafm_autograd(op, bwd_op) -> None:
     def setup_context(ctx, inputs, output):
         x, weight, gamma, beta, bias, stride, padding = inputs
@@ -315,6 +365,7 @@ for _op, _fake in ((_modconv_triton, _modconv_fake), (_modconv_triton_bwd, _modc
                    (_adafm_triton, _adafm_fake), (_adafm_triton_bwd, _adafm_bwd_fake)):
     _op.register_fake(_fake)
 _register_modconv_autograd(_modconv_triton, _modconv_triton_bwd)
+_register_modconv_vmap(_modconv_triton, _modconv_triton_bwd)
 _register_adafm_autograd(_adafm_triton, _adafm_triton_bwd)
 
 
@@ -328,6 +379,7 @@ def _ext_ops() -> bool:
                        ("adafm_conv2d", _adafm_fake), ("adafm_conv2d_backward", _adafm_bwd_fake)):
         torch.library.register_fake(f"fastgan::{name}")(fake)
     _register_modconv_autograd("fastgan::modulated_conv2d", torch.ops.fastgan.modulated_conv2d_backward)
+    _register_modconv_vmap("fastgan::modulated_conv2d", "fastgan::modulated_conv2d_backward")
     _register_adafm_autograd("fastgan::adafm_conv2d", torch.ops.fastgan.adafm_conv2d_backward)
     return True
 

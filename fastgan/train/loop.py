@@ -10,6 +10,18 @@ data order by (seed, position) (:mod:`fastgan.train.data`): a resumed run, or a 
 processes at the same ``--batch`` and ``--batch-gpu``, sees the same numbers. A training state holds everything
 else that changes (weights, Adam moments, G_ema, augmentation p and controller sums, counters, pl_mean).
 
+Transfer (``fastgan transfer``, ``options.method``): the networks start from a source snapshot
+(:func:`fastgan.transfer.transfer_networks`), and a :class:`~fastgan.transfer.FreezePolicy` decides which parameters
+train: only those are enabled in a phase, in the optimizers and in the gradient all-reduce. AdaFM's gamma/beta
+are in the G optimizer from the start but get gradients only from ``adafm_unfreeze`` kimg on (Adam skips a
+parameter without a gradient), so resuming on either side of the unfreeze point rebuilds the same optimizer.
+
+Vision-aided D (``options.vision_aided``, METHODS.md §2.5): D loss += lambda * [L_vis(real) + L_vis(fake)] and G loss
++= lambda * L_vis(G(z)) with lambda = 0 during the warm-up; the heads' Adam (betas 0, 0.99) steps in the D main
+phase. ``auto`` adds backbones progressively: when the schedule is due, the remaining candidates are probed with
+G_ema samples against reals and the winner is added. Heads, their optimizer, per-backbone ADA state and the
+schedule are part of the training state.
+
 Non-finite gradients (``--nonfinite``): ``skip`` drops that phase's update, ``sanitize`` zeroes NaN and clamps
 Inf (StyleGAN2's behaviour), ``abort`` stops at once; every occurrence is counted in ``stats.jsonl``
 (``Sanity/nonfinite``) and ``--nonfinite-limit`` consecutive bad steps stop the run with status ``failed``,
@@ -50,7 +62,7 @@ from .rundir import (RunFiles, create_run_dir, kimg_tag, matching_runs, read_jso
 
 STATE_FORMAT = "fastgan-training-state"
 STATE_VERSION = 1
-PH_GMAIN, PH_GREG, PH_DMAIN, PH_DREG, PH_GRID = 1, 2, 3, 4, 9
+PH_GMAIN, PH_GREG, PH_DMAIN, PH_DREG, PH_GRID, PH_PROBE = 1, 2, 3, 4, 9, 10
 
 
 class NonFiniteError(RuntimeError):
@@ -107,6 +119,7 @@ class Stats:
 
 STAT_NAMES = ["Loss/G/loss", "Loss/G/pl_penalty", "Loss/D/loss", "Loss/D/r1_penalty", "Loss/scores/real",
               "Loss/scores/fake", "Loss/pl_lengths"]
+VISION_STAT_NAMES = ["Loss/vision/G", "Loss/vision/D"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,9 +189,14 @@ def _grid_size(res: int) -> tuple[int, int]:
 
 
 def _build(opts: TrainOptions, channels: int, label_dim: int) -> tuple[Generator, Discriminator]:
+    adafm = None
+    if opts.method == "adafm":
+        from ..transfer.adafm import adafm_resolutions_for
+
+        adafm = adafm_resolutions_for(opts.resolution, opts.adafm_front_res)
     G = Generator(z_dim=opts.z_dim, c_dim=label_dim, w_dim=opts.w_dim, img_resolution=opts.resolution,
                   img_channels=channels, mapping_layers=opts.map, channel_base=opts.cbase, channel_max=opts.cmax,
-                  num_fp16_res=opts.num_fp16_res, conv_clamp=opts.conv_clamp)
+                  num_fp16_res=opts.num_fp16_res, conv_clamp=opts.conv_clamp, adafm_resolutions=adafm)
     D = Discriminator(c_dim=label_dim, img_resolution=opts.resolution, img_channels=channels,
                       channel_base=opts.cbase, channel_max=opts.cmax, num_fp16_res=opts.num_fp16_res,
                       conv_clamp=opts.conv_clamp, mbstd_group_size=opts.mbstd)
@@ -220,8 +238,31 @@ class Trainer:
         self.G.to(self.device).train().requires_grad_(False)
         self.D.to(self.device).train().requires_grad_(False)
         self.G_ema = copy.deepcopy(self.G).eval()
-        self.opt_G = _adam(self.G.parameters(), o.glr, o.pl_interval if o.pl_weight > 0 else 1)
-        self.opt_D = _adam(self.D.parameters(), o.dlr, o.r1_interval if o.gamma > 0 else 1)
+        from ..transfer.freeze import make_policy
+
+        self.policy = make_policy(self.G, self.D, o.method, freeze_d=o.freeze_d or 0, front_res=o.adafm_front_res,
+                                  unfreeze_nimg=(int(round(o.adafm_unfreeze * 1000)) if o.method == "adafm"
+                                                 else None))
+        self._d_params = self.policy.params(self.D, self.policy.d_trainable)
+        self.opt_G = _adam(self.policy.params(self.G, self.policy.g_optimized()), o.glr,
+                           o.pl_interval if o.pl_weight > 0 else 1)
+        self.opt_D = _adam(self._d_params, o.dlr, o.r1_interval if o.gamma > 0 else 1)
+        self.vision = self.opt_vis = self.schedule = None
+        if o.vision_aided:
+            from ..nn.vision import ProgressiveSchedule, VisionAidedDiscriminator
+
+            if stream.channels != 3:
+                raise ValueError(f"--vision-aided needs RGB images; the data has {stream.channels} channel(s)")
+
+            auto = o.vision_aided == "auto"
+            self.vision = VisionAidedDiscriminator(() if auto else tuple(o.vision_aided.split("+")),
+                                                   weights=o.vision_weights or None, augment=o.vision_augment,
+                                                   c_dim=stream.label_dim, seed=o.seed, device=self.device)
+            self._vision_ada_reduce()
+            if auto:
+                self.schedule = ProgressiveSchedule(o.vision_candidates.split("+"), warmup_kimg=o.vision_warmup,
+                                                    max_backbones=o.probe_select, stage_kimg=o.vision_stage_kimg)
+            self._rebuild_vision_optimizer()
         self.augment = None
         self.ada = None
         if o.aug == "ada":
@@ -247,6 +288,10 @@ class Trainer:
                 "networks": {"G": network_record(self.G), "D": network_record(self.D),
                              "G_ema": network_record(self.G_ema)},
                 "optimizers": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
+                "vision": None if self.vision is None else {
+                    "config": self.vision.config(), "state": self.vision.state_dict(),
+                    "optimizer": self.opt_vis.state_dict() if self.opt_vis is not None else None,
+                    "schedule": self.schedule.state_dict() if self.schedule is not None else None},
                 "augment": {"pipe": self.augment.state_dict() if self.augment is not None else None,
                             "controller": self.ada.state_dict() if self.ada is not None else None},
                 "counters": {"cur_nimg": self.cur_nimg, "step": self.step, "cur_tick": self.cur_tick,
@@ -259,6 +304,23 @@ class Trainer:
             mod.load_state_dict(st["networks"][name]["state_dict"])
         self.opt_G.load_state_dict(st["optimizers"]["G"])
         self.opt_D.load_state_dict(st["optimizers"]["D"])
+        vs = st.get("vision")
+        if (vs is None) != (self.vision is None):
+            raise ValueError("the training state and the options disagree about the vision-aided discriminator")
+        if vs is not None:
+            from ..nn.vision import VisionAidedDiscriminator
+
+            self.vision = VisionAidedDiscriminator.from_config(vs["config"], device=self.device)
+            self.vision.load_state_dict(vs["state"])
+            self._vision_ada_reduce()
+            self.opt_vis = None
+            self._rebuild_vision_optimizer()
+            if (vs["optimizer"] is None) != (self.opt_vis is None):
+                raise ValueError("the training state's vision-aided optimizer does not match its heads")
+            if self.opt_vis is not None:
+                self.opt_vis.load_state_dict(vs["optimizer"])
+            if self.schedule is not None:
+                self.schedule.load_state_dict(vs["schedule"])
         if self.augment is not None:
             self.augment.load_state_dict(st["augment"]["pipe"])
             self.ada.load_state_dict(st["augment"]["controller"])
@@ -283,7 +345,9 @@ class Trainer:
             state = f"training-state-{tag}.pt"
             save_snapshot(self.run_dir / snap, {"G": self.G, "G_ema": self.G_ema, "D": self.D},
                           training_set=self.stream.describe(), kimg=self.cur_nimg / 1000,
-                          extra={"run_dir": self.run_dir.name, "augment_p": self._aug_p(), "reason": reason})
+                          extra={"run_dir": self.run_dir.name, "augment_p": self._aug_p(), "reason": reason,
+                                 "transfer": self._transfer_record(),
+                                 "vision": self.vision.config() if self.vision is not None else None})
             with atomic_path(self.run_dir / state) as tmp:
                 torch.save(self.state_dict(), tmp)
             write_json(self.run_dir / "latest.json", {"state": state, "snapshot": snap, "kimg": self.cur_nimg / 1000,
@@ -300,6 +364,98 @@ class Trainer:
 
     def _aug_p(self) -> float:
         return float(self.augment.p) if self.augment is not None else 0.0
+
+    def _transfer_record(self) -> Optional[dict]:
+        """What a snapshot records about the transfer recipe (None for plain training)."""
+        o = self.opts
+        if o.method is None:
+            return None
+        return {"method": o.method, "source": o.transfer, "freeze_d": o.freeze_d,
+                "adafm_front_res": o.adafm_front_res, "adafm_unfreeze_kimg": o.adafm_unfreeze,
+                "adafm_new_front": o.adafm_new_front,
+                "adafm_unfrozen": self.policy.adafm_active(self.cur_nimg) if o.method == "adafm" else None}
+
+    # ---- trainable parameters and the vision-aided discriminator ---------------------------------------------
+
+    def g_params(self) -> list[nn.Parameter]:
+        """The G parameters that train at this step (the freeze policy at ``cur_nimg``), in module order."""
+        return self.policy.params(self.G, self.policy.g_names(self.cur_nimg))
+
+    def d_params(self) -> list[nn.Parameter]:
+        return list(self._d_params)
+
+    def _vision_ada_reduce(self) -> None:
+        """Per-backbone ADA from the statistics of all processes (a no-op sum in one process)."""
+        if self.d.enabled:
+            self.vision.ada_reduce = lambda t: fdist.all_reduce_(self.d, t.to(self.device))
+
+    def _rebuild_vision_optimizer(self) -> None:
+        """Adam over all head parameters (one group, lr = --dlr, betas (0, 0.99), eps 1e-8), keeping the moments of
+        heads the previous optimizer had: built the same way at a backbone addition and at a resume."""
+        params = list(self.vision.head_parameters())
+        for p in params:
+            p.requires_grad_(False)
+        if not params:  # progressive ensemble before its first backbone
+            self.opt_vis = None
+            return
+        opt = torch.optim.Adam(params, lr=self.opts.dlr, betas=(0.0, 0.99), eps=1e-8)
+        if self.opt_vis is not None:
+            for p in params:
+                if p in self.opt_vis.state:
+                    opt.state[p] = self.opt_vis.state[p]
+        self.opt_vis = opt
+
+    def lambda_vis(self) -> float:
+        """Weight of the vision-aided losses at ``cur_nimg``: 0 without backbones or during the warm-up, else 1."""
+        if self.vision is None or not self.vision.backbone_names:
+            return 0.0
+        if self.schedule is not None:
+            return float(self.schedule.lambda_vis(self.cur_nimg))
+        return 0.0 if self.cur_nimg < self.opts.vision_warmup * 1000 else 1.0
+
+    @torch.no_grad()
+    def probe_images(self) -> tuple[Tensor, Tensor]:
+        """(reals, fakes) in [-1, 1] for the linear probe: the first images of the dataset (fixed), and as many
+        G_ema samples drawn from counter-based latents keyed by this step."""
+        o = self.opts
+        n = o.probe_images
+        if hasattr(self.stream, "dataset"):
+            n = min(n, len(self.stream.dataset))
+        reals = self.stream.grid_reals(n).to(self.device)
+        reals = reals.float() / 127.5 - 1 if reals.dtype == torch.uint8 else reals.float()
+        idx = torch.arange(n, device=self.device)
+        z = rng.normal(rng.sample_keys(rng.derive(o.seed, PH_PROBE, self.step), idx), o.z_dim)
+        c = self.stream.gen_labels(rng.sample_keys(rng.derive(o.seed, PH_PROBE, self.step, 1), idx))
+        fakes = torch.cat([self.G_ema(z[i: i + 32], None if c is None else c[i: i + 32], noise_mode="const")
+                           for i in range(0, n, 32)])
+        return reals, fakes
+
+    def add_vision_backbone(self) -> tuple[str, float, list]:
+        """Probe the schedule's remaining candidates (rank 0), add the winner on every process, record it."""
+        from ..nn.vision import rank_backbones
+
+        weights = self.opts.vision_weights or {}
+        obj = [None]
+        if self.d.is_main:
+            reals, fakes = self.probe_images()
+            ranking = [(str(n), float(a)) for n, a in rank_backbones(list(self.schedule.remaining()), reals, fakes,
+                                                                      weights=weights or None)]
+            obj = [ranking]
+        if self.d.enabled:
+            torch.distributed.broadcast_object_list(obj, src=0)
+        ranking = obj[0]
+        name, acc = ranking[0]
+        self.vision.add_backbone(name, weights=weights.get(name))
+        self.schedule.record_added(name, acc, self.cur_nimg)
+        self._rebuild_vision_optimizer()
+        if self.d.enabled:
+            for p in self.vision.head_parameters():
+                torch.distributed.broadcast(p.data, src=0)
+        if self.files:
+            probe = ", ".join(f"{n} {a:.3f}" for n, a in ranking)
+            self.files.log(f"vision-aided: linear probe at kimg {self.cur_nimg / 1000:.3f} ({probe}); added {name}; "
+                           f"backbones now {'+'.join(self.vision.backbone_names)}")
+        return name, acc, ranking
 
     # ---- one step ------------------------------------------------------------------------------------------
 
@@ -327,9 +483,10 @@ class Trainer:
             img = self.G.synthesis(ws, noise_keys=self._keys(phase, 4, idx))
         return c, ws, img
 
-    def _finish_phase(self, module: nn.Module, opt: torch.optim.Optimizer) -> bool:
-        """All-reduce, non-finite policy, Adam step. Returns False when the phase had non-finite gradients."""
-        params = [p for p in module.parameters() if p.requires_grad]
+    def _finish_phase(self, groups: list[tuple[list[nn.Parameter], torch.optim.Optimizer]]) -> bool:
+        """All-reduce (one flat buffer over every group's parameters), non-finite policy, Adam steps, then the
+        parameters go back to ``requires_grad=False``. Returns False when the phase had non-finite gradients."""
+        params = [p for ps, _ in groups for p in ps]
         flat = fdist.all_reduce_grads(self.d, params)
         ok = True
         if flat is not None and not bool(torch.isfinite(flat).all()):
@@ -344,12 +501,22 @@ class Trainer:
                 for p in params:
                     if p.grad is not None:
                         torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-                opt.step()
+                for _, opt in groups:
+                    opt.step()
         else:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        module.requires_grad_(False)
+            for _, opt in groups:
+                opt.step()
+        for ps, opt in groups:
+            opt.zero_grad(set_to_none=True)
+            for p in ps:
+                p.requires_grad_(False)
         return ok
+
+    @staticmethod
+    def _enable(params: list[nn.Parameter]) -> list[nn.Parameter]:
+        for p in params:
+            p.requires_grad_(True)
+        return params
 
     def run_step(self, reals: list[tuple[Tensor, Tensor]]) -> None:
         o, d = self.opts, self.d
@@ -361,26 +528,34 @@ class Trainer:
         do_r1 = o.gamma > 0 and self.step % o.r1_interval == 0
         r1_in_main = o.r1_interval == 1
         step_ok = True
+        if self.schedule is not None and self.schedule.due(self.cur_nimg):
+            self.add_vision_backbone()
+        lam = self.lambda_vis()
+        g_params = self.g_params()
 
         # G main
-        self.G.requires_grad_(True)
+        self._enable(g_params)
         w_sum = torch.zeros(o.w_dim, dtype=torch.float64, device=self.device)
         for idx in rounds:
             c, ws, img = self._gen(PH_GMAIN, idx, grad=True)
             w_sum += ws[:, 0].detach().double().sum(dim=0)
             logits = self._run_D(img, c, self._keys(PH_GMAIN, 5, idx))
             loss = L.g_main(logits, B)
+            if lam:
+                vis = self.vision.loss_g(img, c, step=self.step, index=idx)
+                loss = loss + vis * (lam * idx.numel() / B)
+                self.stats.add("Loss/vision/G", vis.detach().reshape(1))
             loss.backward()
             self.stats.add("Loss/G/loss", torch.nn.functional.softplus(-logits))
             self.stats.add("Loss/scores/fake", logits)
-        step_ok &= self._finish_phase(self.G, self.opt_G)
+        step_ok &= self._finish_phase([(g_params, self.opt_G)])
         w_mean = fdist.all_reduce_(d, w_sum) / B
         with torch.no_grad():
             self.G.mapping.w_avg.copy_(w_mean.float().lerp(self.G.mapping.w_avg, self.G.mapping.w_avg_beta))
 
         # G path-length regularisation
         if do_greg:
-            self.G.requires_grad_(True)
+            self._enable(g_params)
             shrink = max(1, bg // 2)
             n_pl = len(rounds) * shrink * d.world_size
             pl_sum = torch.zeros([], dtype=torch.float64, device=self.device)
@@ -398,13 +573,15 @@ class Trainer:
                 pl_sum += lengths.detach().double().sum()
                 self.stats.add("Loss/pl_lengths", lengths)
                 self.stats.add("Loss/G/pl_penalty", penalty)
-            step_ok &= self._finish_phase(self.G, self.opt_G)
+            step_ok &= self._finish_phase([(g_params, self.opt_G)])
             pl_batch_mean = fdist.all_reduce_(d, pl_sum) / n_pl
             if torch.isfinite(pl_batch_mean):
                 self.pl_mean = self.pl_mean.lerp(pl_batch_mean, 0.01)
 
-        # D main (with R1 when it runs every step)
-        self.D.requires_grad_(True)
+        # D main (with R1 when it runs every step; the vision-aided heads train here)
+        d_groups = [(self._enable(self.d_params()), self.opt_D)]
+        if lam:
+            d_groups.append((self._enable(list(self.vision.head_parameters())), self.opt_vis))
         ada_signs = []
         for (real, real_c), idx in zip(reals, rounds):
             c, _, img = self._gen(PH_DMAIN, idx, grad=False)
@@ -419,16 +596,20 @@ class Trainer:
                 pen = L.r1_penalty(real_in, logits_real)
                 loss = loss + pen.sum() * (o.gamma / 2 / B)
                 self.stats.add("Loss/D/r1_penalty", pen)
+            if lam:
+                vis = self.vision.loss_d(real_img, img, real_c, c, step=self.step, index=idx, index_fake=idx)
+                loss = loss + vis * (lam * idx.numel() / B)
+                self.stats.add("Loss/vision/D", vis.detach().reshape(1))
             loss.backward()
             self.stats.add("Loss/D/loss", torch.nn.functional.softplus(logits_fake) +
                            torch.nn.functional.softplus(-logits_real))
             self.stats.add("Loss/scores/real", logits_real)
             ada_signs.append(logits_real.detach())
-        step_ok &= self._finish_phase(self.D, self.opt_D)
+        step_ok &= self._finish_phase(d_groups)
 
         # D lazy R1
         if do_r1 and not r1_in_main:
-            self.D.requires_grad_(True)
+            d_params = self._enable(self.d_params())
             for (real, real_c), idx in zip(reals, rounds):
                 real_img = (real.to(torch.float32) / 127.5 - 1) if real.dtype == torch.uint8 else real.float()
                 real_c = real_c if self.stream.label_dim else None
@@ -437,7 +618,7 @@ class Trainer:
                 pen = L.r1_penalty(real_in, logits)
                 (pen.sum() * (o.gamma / 2 * o.r1_interval / B) + logits.sum() * 0).backward()
                 self.stats.add("Loss/D/r1_penalty", pen)
-            step_ok &= self._finish_phase(self.D, self.opt_D)
+            step_ok &= self._finish_phase([(d_params, self.opt_D)])
 
         # G_ema
         with torch.no_grad():
@@ -546,8 +727,12 @@ def _status_line(t: "Trainer", tick_time: float, tick_nimg: int, total_nimg: int
 
         mem = f"cpumem {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f}G"
     h, m = divmod(int(eta) // 60, 60)
+    vision = ""
+    if t.vision is not None:
+        vision = (f"vision {'+'.join(t.vision.backbone_names) or '-'} lambda {t.lambda_vis():g}  " +
+                  "".join(f"augment/{n} {p:.3f}  " for n, p in t.vision.ada_p().items()))
     return (f"tick {t.cur_tick:<4d} kimg {t.cur_nimg / 1000:<9.3f} img/s {tick_nimg / max(tick_time, 1e-9):<8.1f} "
-            f"sec/kimg {sec_per_kimg:<8.2f} eta {h}h{m:02d}m  {mem}  augment {t._aug_p():.3f}  "
+            f"sec/kimg {sec_per_kimg:<8.2f} eta {h}h{m:02d}m  {mem}  augment {t._aug_p():.3f}  {vision}"
             f"nonfinite {t.nonfinite_total}  time {time.time() - start_time:.0f}s")
 
 
@@ -575,7 +760,8 @@ def _train(opts: TrainOptions, d: fdist.Dist, quiet: bool) -> TrainResult:
                    data_resolution=stream.resolution, world_size=d.world_size)
     options = opts.to_dict()
     options["data_fingerprint"] = _data_fingerprint(data) if not data.startswith("synth:") else None
-    suffix = run_suffix(opts.cfg, stream.name, opts.batch, opts.desc, d.world_size)
+    desc = opts.desc if opts.method is None else "-".join(x for x in (opts.method, opts.desc) if x)
+    suffix = run_suffix(opts.cfg, stream.name, opts.batch, desc, d.world_size)
     if opts.dry_run:
         printer(json.dumps({"run_suffix": suffix, "options": options, "data": stream.describe()}, indent=2,
                            sort_keys=True, default=str))
@@ -619,6 +805,11 @@ def _train(opts: TrainOptions, d: fdist.Dist, quiet: bool) -> TrainResult:
         fdist.broadcast_module(d, t.G)
         fdist.broadcast_module(d, t.D)
         fdist.broadcast_module(d, t.G_ema)
+        if t.vision is not None and d.enabled:
+            for p in t.vision.head_parameters():
+                torch.distributed.broadcast(p.data, src=0)
+        if files and opts.method is not None:
+            files.log(t.policy.summary(t.G, t.D))
         if files:
             write_json(run_dir / "training_options.json", options)
             files.log(f"run directory {run_dir}")
@@ -632,22 +823,20 @@ def _train(opts: TrainOptions, d: fdist.Dist, quiet: bool) -> TrainResult:
 
 
 def _transfer(t: Trainer, opts: TrainOptions, files) -> None:
+    """Load the --transfer / --source snapshot into the new run's networks and log the transfer table."""
     from ..nn.checkpoint import load_snapshot
-    from ..transfer.weights import transfer_weights
+    from ..transfer.recipe import transfer_networks
+    from ..transfer.weights import summary_table
 
     blob = load_snapshot(opts.transfer)
-    nets = blob["networks"]
-    for name, mod in (("G", t.G), ("D", t.D), ("G_ema", t.G_ema)):
-        src = nets.get(name) or (nets.get("G_ema") if name == "G" else None) or (nets.get("G") if name == "G_ema"
-                                                                                  else None)
-        if src is None:
-            if not opts.allow_partial:
-                raise ValueError(f"--transfer {opts.transfer} holds no {name}; pass --allow-partial to keep a "
-                                 f"freshly initialised {name}")
-            continue
-        rep = transfer_weights(mod, src["state_dict"], allow_partial=opts.allow_partial, name=name)
-        if files:
+    reports = transfer_networks({"G": t.G, "D": t.D, "G_ema": t.G_ema}, blob, allow_partial=opts.allow_partial,
+                                new_front=opts.adafm_new_front, front_res=opts.adafm_front_res,
+                                source=f"--transfer {opts.transfer}")
+    if files:
+        files.log(f"transfer from {opts.transfer}:\n{summary_table(reports)}")
+        for name, rep in reports.items():
             files.log(f"transfer {name}: {len(rep.loaded)} tensors loaded" +
+                      (f", {len(rep.kept)} kept at their initial value" if rep.kept else "") +
                       ("" if rep.complete else f"; partial:\n{rep.table()}"))
 
 
@@ -701,7 +890,7 @@ def _loop(t: Trainer, files: Optional[RunFiles], resumed: bool) -> TrainResult:
                 continue
             # tick
             tick_time = time.time() - tick_time0
-            stats = t.stats.reduce(d, STAT_NAMES + ["Sanity/nonfinite"])
+            stats = t.stats.reduce(d, STAT_NAMES + ["Sanity/nonfinite"] + (VISION_STAT_NAMES if t.vision else []))
             if files:
                 line = _status_line(t, tick_time, t.cur_nimg - tick_nimg0, total, start_time)
                 if bar is not None:
@@ -716,6 +905,11 @@ def _loop(t: Trainer, files: Optional[RunFiles], resumed: bool) -> TrainResult:
                                                       "mean": tick_time / max((t.cur_nimg - tick_nimg0) / 1000,
                                                                               1e-9)},
                               "Sanity/nonfinite_total": {"num": 1, "mean": t.nonfinite_total, "std": 0.0}})
+                if t.vision is not None:
+                    stats["Progress/vision_lambda"] = {"num": 1, "mean": t.lambda_vis(), "std": 0.0}
+                    stats["Progress/vision_backbones"] = {"num": 1, "mean": len(t.vision.backbone_names), "std": 0.0}
+                    for name, p in t.vision.ada_p().items():
+                        stats[f"Progress/vision_augment/{name}"] = {"num": 1, "mean": float(p), "std": 0.0}
                 files.append_stats({"timestamp": time.time(), "tick": t.cur_tick, "nimg": t.cur_nimg,
                                     "kimg": t.cur_nimg / 1000, "stats": stats})
             t.cur_tick += 1

@@ -4,6 +4,12 @@
 the data (resolution, auto gamma, ...) and checks every value, so ``--dry-run`` prints exactly what a run uses.
 ``training_options.json`` stores the resolved options; a resume compares them with :func:`diff_options`, which
 ignores :data:`RESUME_WHITELIST` (length, logging and memory settings) and refuses any other change.
+
+Transfer (``fastgan transfer``) adds ``method`` (finetune | freezed | adafm), ``freeze_d`` (FreezeD depth) and the
+AdaFM settings (``adafm_front_res``, ``adafm_new_front``, ``adafm_unfreeze`` in kimg); vision-aided training adds
+``vision_aided`` ("clip+dino" style fixed set, or "auto" for the progressive linear-probe ensemble),
+``vision_augment``, ``vision_weights``, ``vision_warmup``, ``probe_select``, ``vision_stage_kimg``, ``vision_candidates`` and
+``probe_images``. Each stays ``None`` when its feature is off, so plain runs resolve as before.
 """
 from __future__ import annotations
 
@@ -88,6 +94,21 @@ class TrainOptions:
     timeout: float = 1800.0
     progress: Optional[bool] = None
     dry_run: bool = False
+    # transfer (fastgan transfer)
+    method: Optional[str] = None
+    freeze_d: Optional[int] = None
+    adafm_front_res: Optional[int] = None
+    adafm_new_front: bool = False
+    adafm_unfreeze: Optional[float] = None
+    # vision-aided discriminator
+    vision_aided: Optional[str] = None
+    vision_augment: Optional[str] = None
+    vision_weights: Optional[dict] = None
+    vision_warmup: Optional[float] = None
+    probe_select: Optional[int] = None
+    vision_stage_kimg: Optional[float] = None
+    vision_candidates: Optional[str] = None
+    probe_images: Optional[int] = None
     resolved: bool = field(default=False, repr=False)
 
     def to_dict(self) -> dict:
@@ -172,16 +193,183 @@ def resolve(opts: TrainOptions, *, data_resolution: int, world_size: int) -> Tra
                          "that D's groups do not depend on the split; change --batch-gpu or --mbstd")
     if o.img_snap is None:
         o.img_snap = o.snap
-    if o.resume is not None and o.transfer is not None:
+    if o.resume is not None and o.transfer is not None and o.method is None:
+        # (fastgan transfer always names its --source; with --resume it continues the run when one exists)
         raise ValueError("--resume continues a run and --transfer starts a new one from weights: give only one")
+    _resolve_transfer(o)
+    _resolve_vision(o)
     o.resolved = True
     return o
 
 
+# METHODS.md §3.2: AdaFM unfreezes gamma/beta at iteration 10 000; fastgan counts images, so the default is
+# 10 000 steps at the run's --batch
+ADAFM_UNFREEZE_STEPS = 10_000
+ADAFM_FRONT_RES = 16
+VISION_WARMUP_KIMG = 500.0  # METHODS.md §2.5: plain GAN for 5e5 images when training from scratch
+VISION_STAGE_KIMG = 1000.0
+PROBE_SELECT = 3
+PROBE_IMAGES = 1000
+
+
+def _resolve_transfer(o: TrainOptions) -> None:
+    from ..transfer.freeze import METHODS, check_freeze_d, default_freeze_d
+
+    if o.method is None:
+        for name in ("freeze_d", "adafm_front_res", "adafm_unfreeze"):
+            if getattr(o, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} belongs to `fastgan transfer` (--method freezed or adafm)")
+        if o.adafm_new_front:
+            raise ValueError("--adafm-new-front belongs to `fastgan transfer --method adafm`")
+        return
+    if o.method not in METHODS:
+        raise ValueError(f"--method must be one of {METHODS}, got {o.method!r}")
+    if not o.transfer and o.resume is None:
+        raise ValueError(f"--method {o.method} transfers a pretrained network: give the source snapshot (--source)")
+    if o.freeze_d is None:
+        o.freeze_d = default_freeze_d(o.method)
+    check_freeze_d(o.freeze_d, o.resolution)
+    if o.method == "finetune" and o.freeze_d:
+        raise ValueError(f"--freeze-d {o.freeze_d} with --method finetune: finetune trains every parameter; "
+                         "use --method freezed to freeze discriminator blocks")
+    if o.method != "adafm":
+        for name in ("adafm_front_res", "adafm_unfreeze"):
+            if getattr(o, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} applies to --method adafm, not {o.method}")
+        if o.adafm_new_front:
+            raise ValueError(f"--adafm-new-front applies to --method adafm, not {o.method}")
+        return
+    from ..transfer.adafm import adafm_resolutions_for
+
+    if o.adafm_front_res is None:
+        o.adafm_front_res = ADAFM_FRONT_RES
+    adafm_resolutions_for(o.resolution, o.adafm_front_res)  # raises for a front at or above the resolution
+    if o.adafm_unfreeze is None:
+        o.adafm_unfreeze = ADAFM_UNFREEZE_STEPS * o.batch / 1000
+    _positive("adafm_unfreeze", o.adafm_unfreeze, allow_zero=True)
+
+
+# short names for the vision backbones of METHODS.md §2 (the registry names are fastgan.nn.vision's)
+BACKBONE_ALIASES = {"clip": "clip-vit-b32", "dino": "dino-vit-b16", "swin": "swin-t", "vgg": "vgg16-lpf4",
+                    "efficientnet": "efficientnet-lite0"}
+VISION_AUGMENTS = ("diffaugment", "ada", "none")
+
+
+def canonical_backbone(name: str, flag: str) -> str:
+    """A backbone spec ("clip", "dino-vit-b16", "random:pool", ...) in the registry's canonical form."""
+    from ..nn.vision.backbones import available_backbones, canonical_spec
+
+    base, sep, out = name.partition(":")
+    base = BACKBONE_ALIASES.get(base, base)
+    try:
+        return canonical_spec(base + sep + out)
+    except (TypeError, ValueError) as exc:
+        known = available_backbones()
+        raise ValueError(f"{flag}: unknown vision backbone {name!r} ({exc}); available: {', '.join(known)} "
+                         f"(short names: {', '.join(f'{k}={v}' for k, v in BACKBONE_ALIASES.items())})") from None
+
+
+def parse_backbones(text: str, flag: str = "--vision-aided") -> list[str]:
+    """'clip+dino' -> canonical specs ['clip-vit-b32', 'dino-vit-b16'] (commas work too); unknown names, empty
+    names and repeats are errors naming ``flag``."""
+    names = [n.strip() for n in str(text).replace(",", "+").split("+")]
+    if not str(text).strip() or any(not n for n in names):
+        raise ValueError(f"{flag} takes backbone names joined by '+', e.g. clip+dino, got {text!r}")
+    specs = [canonical_backbone(n, flag) for n in names]
+    dup = sorted({n for n in specs if specs.count(n) > 1})
+    if dup:
+        raise ValueError(f"{flag} names {dup} more than once")
+    return specs
+
+
+def default_candidates(weights: dict) -> list[str]:
+    """The backbones ``--vision-aided auto`` probes when ``--vision-candidates`` is not given: every registered
+    backbone except the test-only ``random`` whose weights can be found here (a ``--vision-weights`` file, a file
+    in ``$FASTGAN_WEIGHTS_DIR``, or an installed package), so the probe never stops for a missing file."""
+    import os
+    import pathlib
+
+    from ..nn.vision.backbones import WEIGHTS_ENV, available_backbones, backbone_info
+
+    root = os.environ.get(WEIGHTS_ENV)
+    out = []
+    for name in available_backbones():
+        if name == "random":
+            continue
+        info = backbone_info(name)
+        if name in weights or (root and info.filename and (pathlib.Path(root) / info.filename).is_file()):
+            out.append(name)
+        elif info.loader is not None:
+            try:
+                info.loader(None)
+            except (ImportError, OSError, ValueError):
+                continue
+            out.append(name)
+    return out
+
+
+def _resolve_vision(o: TrainOptions) -> None:
+    extras = ("vision_augment", "vision_weights", "vision_warmup", "probe_select", "vision_stage_kimg",
+              "vision_candidates", "probe_images")
+    if o.vision_aided is None:
+        for name in extras:
+            if getattr(o, name) not in (None, {}):
+                raise ValueError(f"--{name.replace('_', '-')} needs --vision-aided")
+        o.vision_weights = None
+        return
+    try:
+        import fastgan.nn.vision  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"--vision-aided needs fastgan.nn.vision, which did not import: {exc}") from None
+    if o.vision_augment is None:
+        o.vision_augment = "diffaugment"
+    if o.vision_augment not in VISION_AUGMENTS:
+        raise ValueError(f"--vision-augment must be one of {VISION_AUGMENTS}, got {o.vision_augment!r}")
+    weights = {}
+    for name, path in dict(o.vision_weights or {}).items():
+        spec = canonical_backbone(name, "--vision-weights")
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"--vision-weights {name}=PATH needs a file path, got {path!r}")
+        weights[spec] = path
+    o.vision_weights = weights or None
+    if o.vision_warmup is None:  # METHODS.md §2.5: 5e5 images from scratch, none when starting from a trained G
+        o.vision_warmup = 0.0 if (o.transfer or o.method) else VISION_WARMUP_KIMG
+    _positive("vision_warmup", o.vision_warmup, allow_zero=True)
+    if o.vision_aided != "auto":
+        for name in ("probe_select", "vision_stage_kimg", "vision_candidates", "probe_images"):
+            if getattr(o, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} applies to --vision-aided auto (progressive "
+                                 "selection), not to a fixed backbone set")
+        o.vision_aided = "+".join(parse_backbones(o.vision_aided))
+        return
+    names = parse_backbones(o.vision_candidates, "--vision-candidates") if o.vision_candidates else \
+        default_candidates(weights)
+    if not names:
+        raise ValueError("--vision-aided auto found no candidate backbone with weights on this machine; give "
+                         "--vision-weights NAME=PATH (e.g. clip=ViT-B-32.pt) or --vision-candidates")
+    o.vision_candidates = "+".join(names)
+    if o.probe_select is None:
+        o.probe_select = min(PROBE_SELECT, len(names))
+    if isinstance(o.probe_select, bool) or not isinstance(o.probe_select, int) or not 1 <= o.probe_select <= \
+            len(names):
+        raise ValueError(f"--probe-select must be an integer in [1, {len(names)}] (the number of candidate "
+                         f"backbones {names}), got {o.probe_select!r}")
+    if o.vision_stage_kimg is None:
+        o.vision_stage_kimg = VISION_STAGE_KIMG
+    _positive("vision_stage_kimg", o.vision_stage_kimg)
+    if o.probe_images is None:
+        o.probe_images = PROBE_IMAGES
+    if isinstance(o.probe_images, bool) or not isinstance(o.probe_images, int) or o.probe_images < 4:
+        raise ValueError(f"--probe-images must be an integer >= 4, got {o.probe_images!r}")
+
+
 def diff_options(old: dict, new: dict, whitelist=RESUME_WHITELIST) -> list[tuple[str, Any, Any]]:
-    """(name, old, new) for every option outside ``whitelist`` that differs."""
+    """(name, old, new) for every option outside ``whitelist`` that differs. An option missing from ``old`` (a run
+    written before the option existed) counts as its default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
     keys = sorted((set(old) | set(new)) - set(whitelist) - {"resolved"})
-    return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+    get_old = lambda k: old[k] if k in old else defaults.get(k)  # noqa: E731
+    return [(k, get_old(k), new.get(k)) for k in keys if get_old(k) != new.get(k)]
 
 
 def format_diff(diff: list[tuple[str, Any, Any]]) -> str:

@@ -3,11 +3,14 @@
 ``transfer_weights(dst, state_dict)`` loads every tensor whose name and shape match and raises
 ``WeightMismatchError`` (its message is the table) when anything is missing, shape-mismatched or unexpected,
 unless ``allow_partial=True``, in which case the report says what was left at its initial value.
+``keep`` names destination tensors that keep their initial value on purpose (AdaFM's identity gamma/beta, a
+freshly initialised front): they are reported as ``kept``, never as missing, and a source tensor of the same name
+is not copied. :func:`summary_table` prints one row of counts per network.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +26,7 @@ class TransferReport:
     missing: list[str] = field(default_factory=list)  # in the network, not in the source
     unexpected: list[str] = field(default_factory=list)  # in the source, not in the network
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (name, source, network)
+    kept: list[str] = field(default_factory=list)  # in the network, left at its initial value on purpose
 
     @property
     def complete(self) -> bool:
@@ -46,18 +50,25 @@ class TransferReport:
 
 
 def transfer_weights(dst: nn.Module, src: Mapping[str, Tensor], *, allow_partial: bool = False,
-                     name: str = "network") -> TransferReport:
-    """Copy ``src`` tensors into ``dst`` by name. Strict unless ``allow_partial``; nothing is copied on error."""
+                     name: str = "network", keep: Optional[Callable[[str], bool]] = None) -> TransferReport:
+    """Copy ``src`` tensors into ``dst`` by name. Strict unless ``allow_partial``; nothing is copied on error.
+
+    ``keep(name)`` True: the destination tensor keeps its initial value (reported under ``kept``)."""
     own = dst.state_dict()
     rep = TransferReport()
+    if keep is not None:
+        rep.kept = [k for k in own if keep(k)]
+    kept = set(rep.kept)
     for k, v in src.items():
+        if k in kept:
+            continue
         if k not in own:
             rep.unexpected.append(k)
         elif tuple(own[k].shape) != tuple(v.shape):
             rep.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
         else:
             rep.loaded.append(k)
-    rep.missing = [k for k in own if k not in src]
+    rep.missing = [k for k in own if k not in src and k not in kept]
     if not rep.complete and not allow_partial:
         raise WeightMismatchError(f"the source {name} does not match the {name} being built "
                                   f"(resolution, --cfg, channels or labels differ?):\n{rep.table()}\n"
@@ -66,3 +77,14 @@ def transfer_weights(dst: nn.Module, src: Mapping[str, Tensor], *, allow_partial
         for k in rep.loaded:
             own[k].copy_(src[k])
     return rep
+
+
+def summary_table(reports: Mapping[str, TransferReport]) -> str:
+    """One row per network: tensors loaded, kept at their initial value, missing, shape-mismatched, unexpected."""
+    cols = ("loaded", "kept", "missing", "shape-mismatched", "unexpected")
+    w = max([len(n) for n in reports] + [7])
+    lines = [f"{'network':<{w}}  " + "  ".join(cols)]
+    for n, r in reports.items():
+        vals = (len(r.loaded), len(r.kept), len(r.missing), len(r.mismatched), len(r.unexpected))
+        lines.append(f"{n:<{w}}  " + "  ".join(f"{v:>{len(c)}d}" for v, c in zip(vals, cols)))
+    return "\n".join(lines)
