@@ -32,7 +32,9 @@ TARGETS = {
              "CPU: cpp >= 3x the official re-implementation per core.",
     "train": "H100: a full StyleGAN2 training step (paper256, batch 32) at 64 and 256 px with the fastest impls "
              ">= 1.3x ref (img/s); sec/kimg = 1000 / img/s, next to StyleGAN2-ADA's published V100 figures "
-             "(21.6-24.2 sec/kimg at 256 px, README 'Expected training time').",
+             "(21.6-24.2 sec/kimg at 256 px, README 'Expected training time'); fused vision-aided preprocessing "
+             "(augment, resize to 224, normalise) faster than the unfused ref composition, fwd+bwd. "
+             "CPU: fused vision-aided preprocessing (cpp) faster than the unfused ref composition, fwd+bwd.",
     "jacvol": "H100: MaGNET log-volume (128-row projection, top 30) of a StyleGAN2 generator at 256 px >= 10x "
               "baseline-naive (per-latent autograd Jacobian + SVD) and within 1.3x of baseline-floor (proj_dim "
               "backward passes; best vs baseline-floor >= 0.77x). CPU: >= 3x baseline-naive on a small generator.",

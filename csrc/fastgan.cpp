@@ -45,6 +45,15 @@ TORCH_LIBRARY(fastgan, m) {
   m.def("random_projection_gauss_t(Tensor z, Tensor keys, int col0, int cols) -> Tensor");
   m.def("log_singular_values(Tensor jac, int top_k) -> Tensor");
 
+  // ---- vision family: fused DiffAugment + area resize + normalise of the vision-aided backbones -----------------
+  // (fastgan/ops/vision_preprocess.py); table: float64 (N, 9) per-sample parameters, flags: the ops that are on.
+  m.def(
+      "vision_preprocess(Tensor x, Tensor table, int flags, int out_h, int out_w, float[] mean, float[] std)"
+      " -> Tensor");
+  m.def(
+      "vision_preprocess_backward(Tensor grad_out, Tensor table, int flags, int height, int width, float[] std)"
+      " -> Tensor");
+
   // ---- knn family: k-NN radii and the precision / recall / density / coverage reductions (fastgan/ops/knn.py) ----
   // CUDA only (csrc/knn/knn_cuda.cu); on CPU the float64 reference is the fast and exact route.
   m.def("knn_radii(Tensor x, int k) -> Tensor");

@@ -282,6 +282,11 @@ def _add_training_args(p, *, transfer: bool = False) -> None:
                    help="local weight file of a backbone (repeatable); fastgan never downloads weights")
     v.add_argument("--vision-augment", choices=VISION_AUGMENTS, default=None,
                    help="augmentation in front of each backbone (default diffaugment; ada: one p per backbone)")
+    v.add_argument("--vision-ada-target", type=float, default=None, metavar="T",
+                   help="with --vision-augment ada: target mean sign of each head's last-level real logits "
+                        "(default 0.3)")
+    v.add_argument("--vision-ada-kimg", type=float, default=None, metavar="KIMG",
+                   help="with --vision-augment ada: kimg for a head's p to move by 1 (default 500)")
     v.add_argument("--warmup", dest="vision_warmup", type=float, default=None, metavar="KIMG",
                    help="vision losses off for the first KIMG (default: 0 for transfer, 500 from scratch)")
     v.add_argument("--probe-select", type=int, default=None, metavar="K",
@@ -492,7 +497,8 @@ def _cmd_select_source(args: argparse.Namespace) -> int:
     rank_sources(args.sources, data=args.data, ref=args.ref, num=args.num, k=args.k, extractor=args.extractor,
                  extractor_kwargs=_extractor_kwargs(args.extractor_arg), protocol=args.protocol,
                  bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed, batch_size=args.batch,
-                 device=_device(args.device), out=args.out)
+                 device=_device(args.device), grad_d_sim=args.grad_d_sim, grad_d_num=args.grad_d_num, by=args.by,
+                 out=args.out)
     return 0
 
 
@@ -503,7 +509,9 @@ def _add_select_source(sub) -> None:
         description="When/Why/Which pretrained GANs: sample every source generator, embed its samples and the "
                     "target images with one extractor, and rank the sources by the recall of the target with "
                     "respect to their samples (k-NN balls), with a bootstrap confidence interval; precision, "
-                    "density and coverage are shown beside it.")
+                    "density and coverage are shown beside it. --grad-d-sim adds the image-scale ∇D similarity of "
+                    "each source (its D's generator-loss gradient at its samples against the direction to the "
+                    "nearest target image, in both sign conventions; see docs/select-source.md).")
     p.add_argument("--sources", nargs="+", required=True,
                    help="snapshot files (.pt / StyleGAN2-ADA .pkl), run directories (latest snapshot) or folders "
                         "of snapshots")
@@ -517,6 +525,14 @@ def _add_select_source(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="first seed of the samples (and of the bootstrap)")
     p.add_argument("--batch", type=int, default=32, help="images per forward pass")
     p.add_argument("--device", default=None, help="device (default: cuda when visible, else cpu)")
+    p.add_argument("--grad-d-sim", action="store_true",
+                   help="also compute each source's ∇D similarity to the target images (needs --data and snapshots "
+                        "with D): mean cos(c(x) - x, grad L_G) as loss_gradient and its negative as "
+                        "update_direction")
+    p.add_argument("--grad-d-num", type=int, default=1000, help="samples per source for the ∇D similarity")
+    p.add_argument("--by", choices=["recall", "grad_d_similarity"], default="recall",
+                   help="ranking order: recall, or the ∇D similarity in the loss_gradient convention, highest first "
+                        "(implies --grad-d-sim)")
     p.add_argument("--out", default="source-ranking.json", help="where to write the ranking (json)")
     p.set_defaults(func=_cmd_select_source)
 

@@ -34,6 +34,16 @@ def _adafm_case(device: str) -> tuple[Callable, tuple, tuple[bool, ...]]:
         tuple(t.to(device) for t in (x, w, gamma, beta, bias)), (True, False, True, True, True)
 
 
+def _vision_preprocess_case(device: str) -> tuple[Callable, tuple, tuple[bool, ...]]:
+    from fastgan.train import rng
+    from fastgan.train.augment import diffaugment_params
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 9, 7, generator=g) * 2 - 1
+    params = diffaugment_params(rng.sample_keys(0, range(2)), "color,translation,cutout", 9, 7).to(device)
+    return (lambda a, impl: ops.vision_preprocess(a, params, 12, impl=impl)), (x.to(device),), (True,)
+
+
 def _exact_inputs():
     from fastgan.ops import jacvol as J
     from fastgan.ops import synth as S
@@ -61,6 +71,7 @@ def _exact_inputs():
 PARITY_CASES: dict[str, Callable[[str], tuple]] = {
     "modulated_conv2d": _modconv_case,
     "adafm_conv2d": _adafm_case,
+    "vision_preprocess": _vision_preprocess_case,
 }
 # ops without gradients, compared with their reference on the CPU: bit-equal (tolerance 0) or max relative error
 EXACT_OPS = ("synth_spectral_field", "synth_minmax_quantize", "rasterize_shapes", "knn_radii", "random_projection",

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fastgan.train import rng
-from fastgan.train.augment import AdaController, AdaptiveAugment, diffaugment
+from fastgan.train.augment import (DIFFAUGMENT_FUSED_ORDER, AdaController, AdaptiveAugment, DiffAugmentParams,
+                                   apply_diffaugment, diffaugment, diffaugment_params)
 
 
 def _keys(n, key=7):
@@ -248,6 +249,59 @@ def test_diffaugment_identity_policies():
     x, k = _img(2), _keys(2)
     assert torch.equal(diffaugment(x, "", k), x)
     assert torch.equal(diffaugment(x, "none", k), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("policy", ["color,translation,cutout", "cutout,translation", "color,color", "saturation", ""])
+def test_diffaugment_is_apply_of_drawn_params(policy, dtype):
+    x, k = _img(6, h=12, w=9).to(dtype), _keys(6)
+    params = diffaugment_params(k, policy, 12, 9)
+    assert isinstance(params, DiffAugmentParams) and params.batch == 6 and (params.height, params.width) == (12, 9)
+    assert torch.equal(apply_diffaugment(x, params), diffaugment(x, policy, k))  # bit for bit, every dtype
+    # a sub-batch's parameters are the batch's rows (keys only), and select() slices them the same way
+    sub = diffaugment_params(k[1:4], policy, 12, 9)
+    for a, b in zip(sub.values, params.select(slice(1, 4)).values):
+        assert torch.equal(a, b)
+
+
+def test_diffaugment_params_values():
+    k = _keys(400)
+    p = diffaugment_params(k, "color,translation,cutout", 16, 10)
+    assert p.ops == DIFFAUGMENT_FUSED_ORDER and p.fusable
+    b, s, c = p.get("brightness"), p.get("saturation"), p.get("contrast")
+    assert b.dtype == torch.float64 and (b >= -0.5).all() and (b < 0.5).all()
+    assert (s >= 0).all() and (s < 2).all() and (c >= 0.5).all() and (c < 1.5).all()
+    t = p.get("translation")
+    assert t.dtype == torch.int64 and t.shape == (400, 2)
+    assert t[:, 0].abs().max() == 2 and t[:, 1].abs().max() == 1  # int(16/8 + .5), int(10/8 + .5)
+    box = p.get("cutout")
+    assert box.shape == (400, 4) and (box[:, 1] - box[:, 0]).max() == 8 and (box[:, 3] - box[:, 2]).max() == 5
+    assert ((box[:, 0] >= 0) & (box[:, 1] <= 16) & (box[:, 2] >= 0) & (box[:, 3] <= 10)).all()
+    assert diffaugment_params(k, "translation", 16).get("brightness") is None  # width defaults to height
+    assert not diffaugment_params(k, "cutout,color", 8).fusable
+    moved = p.to("cpu")
+    assert moved.device.type == "cpu" and all(torch.equal(a, b) for a, b in zip(moved.values, p.values))
+
+
+def test_diffaugment_params_errors():
+    x, k = _img(4, h=8, w=8), _keys(4)
+    with pytest.raises(TypeError, match="keys must be a 1-D int64"):
+        diffaugment_params(k.float(), "color", 8)
+    with pytest.raises(ValueError, match="height must be a positive int"):
+        diffaugment_params(k, "color", 0)
+    with pytest.raises(ValueError, match="width must be a positive int"):
+        diffaugment_params(k, "color", 8, 2.5)
+    with pytest.raises(ValueError, match="valid names"):
+        diffaugment_params(k, "colour", 8)
+    p = diffaugment_params(k, "color,translation", 8)
+    with pytest.raises(ValueError, match="unknown op"):
+        p.get("flip")
+    with pytest.raises(ValueError, match="params batch mismatch"):
+        apply_diffaugment(x[:3], p)
+    with pytest.raises(ValueError, match="drawn for 8x8 images but x is 8x6"):
+        apply_diffaugment(x[..., :6], p)
+    with pytest.raises(TypeError, match="DiffAugmentParams"):
+        apply_diffaugment(x, k)
 
 
 # ---------------------------------------------------------------------------------------------------- controller

@@ -108,6 +108,52 @@ def test_chunk_batch_and_vjp_mode_invariance():
     torch.testing.assert_close(jlsv(G, z, proj_dim=None, chunk=7, batch_size=2), exact, atol=1e-5, rtol=0)
 
 
+def test_forward_and_reverse_directions_agree(monkeypatch):
+    """d JVPs (forward mode) and proj_dim VJPs (reverse mode) give the same J_P and exact Jacobian."""
+    G = Toy()
+    z = torch.randn(5, 6)
+    for proj in (12, 3, None):
+        fwd = jlsv(G, z, proj_dim=proj, seed=2, direction="forward", chunk=4)
+        rev = jlsv(G, z, proj_dim=proj, seed=2, direction="reverse")
+        torch.testing.assert_close(fwd, rev, atol=1e-5, rtol=0, msg=str(proj))
+        torch.testing.assert_close(jlsv(G, z, proj_dim=proj, seed=2), fwd, atol=1e-5, rtol=0)  # auto
+    # fastgan's Generator, through the fused modulated-conv kernel's forward-mode rule and the reference path
+    for impl in ("auto", "ref"):
+        monkeypatch.setenv("FASTGAN_IMPL", impl)
+        Gt = tiny_g()
+        zt = torch.randn(3, 12)
+        fwd = jlsv(Gt, zt, proj_dim=16, top_k=6, direction="forward", chunk=5)
+        rev = jlsv(Gt, zt, proj_dim=16, top_k=6, direction="reverse")
+        torch.testing.assert_close(fwd, rev, atol=5e-4, rtol=0, msg=impl)
+
+
+class _NoForwardMode(torch.autograd.Function):
+    """tanh without a jvp rule: torch.func.jvp cannot go through it."""
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+def test_auto_direction_falls_back_to_reverse_without_forward_mode():
+    G = Toy()
+    z = torch.randn(3, 6)
+    fn = lambda t: _NoForwardMode.apply(G(t))  # noqa: E731
+    want = jlsv(lambda t: torch.tanh(G(t)), z, proj_dim=12, direction="reverse")
+    torch.testing.assert_close(jlsv(fn, z, proj_dim=12), want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="direction='forward' needs torch.func.jvp"):
+        jlsv(fn, z, proj_dim=12, direction="forward")
+
+
 def _proj_svd(fn, x, k, seed=0):
     """log svdvals of the autograd Jacobian of P vec(fn(x)) per latent, P from random_projection (k x D)."""
     dim = fn(x[:1]).numel()
@@ -173,6 +219,7 @@ def test_engine_errors_name_the_argument():
         (dict(proj_dim=41), "proj_dim=41 exceeds the output size D=40"),
         (dict(noise_mode="random"), "noise_mode"),
         (dict(vjp="jvp"), "vjp must"),
+        (dict(direction="sideways"), "direction must"),
         (dict(truncation_psi=float("nan")), "truncation_psi must"),
     ]
     for kw, msg in cases:

@@ -249,8 +249,8 @@ def test_modconv_vmap_forward_matches_a_loop(impl):
 @pytest.mark.parametrize("weight_grad", [False, True])
 @pytest.mark.parametrize("impl", ["cpp", "triton"])
 def test_modconv_batched_vjp_matches_reference(impl, weight_grad):
-    """torch.autograd.grad(is_grads_batched=True) vmaps the backward op: per-cotangent results must equal the
-    reference's, for the input and style gradients (folded into N) and the weight gradient (per slice)."""
+    """torch.autograd.grad(is_grads_batched=True) runs the backward op once per cotangent (autograd's own batching,
+    which does not see the ops' batching rules): per-cotangent results must equal the reference's."""
     _need(impl)
     g = torch.Generator().manual_seed(8)
     x = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64)
@@ -268,3 +268,48 @@ def test_modconv_batched_vjp_matches_reference(impl, weight_grad):
     for a, b in zip(res[impl], res["ref"]):
         assert a.shape == b.shape
         torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("weight_grad", [False, True])
+@pytest.mark.parametrize("impl", ["cpp", "triton"])
+def test_modconv_under_torch_func_transforms(impl, weight_grad):
+    """torch.func.vjp + vmap, jacrev, jvp and jacfwd through the fused kernels equal the reference (under
+    transforms modulated_conv2d routes the kernels through a Function with setup_context, a forward-mode rule and
+    the ops' batching rules)."""
+    _need(impl)
+    g = torch.Generator().manual_seed(9)
+    dt = torch.float64 if impl == "cpp" else torch.float32
+    tol = 1e-10 if impl == "cpp" else 2e-4
+    x = torch.randn(2, 2, 4, 4, generator=g, dtype=dt)
+    w = torch.randn(3, 2, 3, 3, generator=g, dtype=dt)
+    s = torch.randn(2, 2, generator=g, dtype=dt)
+    cot = torch.randn(3, 2, 3, 4, 4, generator=g, dtype=dt)
+    tan = [torch.randn(t.shape, generator=g, dtype=dt) for t in (x, w, s)]
+    for demod in (True, False):
+        def f(im, a, b, c):
+            return ops.modulated_conv2d(a, c if weight_grad else w, b, demodulate=demod, impl=im)
+
+        res = {}
+        for im in ("ref", impl):
+            fn = (lambda a, b, c, im=im: f(im, a, b, c))
+            _, vjp_fn = torch.func.vjp(fn, x, s, w)
+            grads = torch.func.vmap(vjp_fn)(cot)
+            _, jv = torch.func.jvp(fn, (x, s, w), tuple(tan[i] for i in (0, 2, 1)))
+            res[im] = (*grads[:2], *(grads[2:] if weight_grad else ()), jv)
+            if impl == "cpp":  # full Jacobians: many (co)tangents, too slow for the Triton interpreter
+                res[im] += (torch.func.jacrev(fn, argnums=1)(x, s, w), torch.func.jacfwd(fn, argnums=1)(x, s, w))
+        for a, b in zip(res[impl], res["ref"]):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_modconv_vmapped_vjp_folds_cotangents_into_one_kernel_call():
+    """vmap over a VJP of the compiled op calls the backward kernel once, with the cotangents folded into N."""
+    _need("cpp")
+    from torch.profiler import profile, record_function  # noqa: F401
+
+    x, w, s = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3), torch.randn(2, 3)
+    _, vjp_fn = torch.func.vjp(lambda a, b: ops.modulated_conv2d(a, w, b, impl="cpp"), x, s)
+    with profile(record_shapes=True) as prof:
+        torch.func.vmap(vjp_fn)(torch.randn(7, 2, 4, 5, 5))
+    calls = [e for e in prof.events() if e.name == "fastgan::modulated_conv2d_backward"]
+    assert [tuple(e.input_shapes[0]) for e in calls] == [(2, 4, 5, 5), (14, 4, 5, 5)]  # the rule, then one kernel

@@ -13,6 +13,7 @@ from fastgan import cli
 from fastgan.playground import diagnostics, models, plots, toy
 from fastgan.playground.study import PlaygroundConfig, load_checkpoints, run_study, w1_outcomes
 from fastgan.playground.trainer import BatchedGAN, ModelStreams, TrainParams, train
+from fastgan.playground import w1 as w1_mod
 from fastgan.playground.w1 import W1Pool, w1_exact, w1_lower_bound
 
 
@@ -235,7 +236,12 @@ def test_distributions():
 
 # -- W1 ------------------------------------------------------------------------------------------------------------
 
-def test_w1_equals_scipy_assignment_and_bounds_hold():
+SOLVER_CASES = ["assignment", pytest.param("network-simplex", marks=pytest.mark.skipif(
+    not w1_mod._have_pot(), reason="POT (pip install pot) is not installed"))]
+
+
+@pytest.mark.parametrize("solver", SOLVER_CASES)
+def test_w1_equals_scipy_assignment_and_bounds_hold(solver):
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
@@ -244,20 +250,47 @@ def test_w1_equals_scipy_assignment_and_bounds_hold():
         a, b = rng.normal(size=(n, 2)), rng.normal(size=(n, 2)) * 2 + 1
         cost = cdist(a, b)
         r, c = linear_sum_assignment(cost)
-        assert w1_exact(a, b) == pytest.approx(cost[r, c].mean(), abs=1e-12)
-        assert w1_lower_bound(a, b, centres=np.zeros((1, 2))) <= w1_exact(a, b) + 1e-12
+        assert w1_exact(a, b, solver) == pytest.approx(cost[r, c].mean(), abs=1e-12)
+        assert w1_lower_bound(a, b, centres=np.zeros((1, 2))) <= w1_exact(a, b, solver) + 1e-12
     # a brute-force check over all permutations of a tiny set
     import itertools
     a, b = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
     cost = cdist(a, b)
     brute = min(cost[range(5), list(p)].mean() for p in itertools.permutations(range(5)))
-    assert w1_exact(torch.tensor(a), torch.tensor(b)) == pytest.approx(brute, abs=1e-12)
+    assert w1_exact(torch.tensor(a), torch.tensor(b), solver) == pytest.approx(brute, abs=1e-12)
     # a translation by t moves every point by |t|, and that is optimal
-    assert w1_exact(a, a + np.array([3.0, 4.0])) == pytest.approx(5.0)
+    assert w1_exact(a, a + np.array([3.0, 4.0]), solver) == pytest.approx(5.0)
     with pytest.raises(ValueError, match="same shape"):
-        w1_exact(a, b[:4])
+        w1_exact(a, b[:4], solver)
     with pytest.raises(ValueError, match="fake holds NaN"):
-        w1_exact(a, np.full((5, 2), np.nan))
+        w1_exact(a, np.full((5, 2), np.nan), solver)
+
+
+@pytest.mark.skipif(not w1_mod._have_pot(), reason="POT (pip install pot) is not installed")
+def test_w1_solvers_agree_on_hard_cases():
+    """The slow cases of the assignment solver (collapsed and few-mode samples against the 10-mode target, with
+    duplicate points) give the same optimum with the network simplex."""
+    g = torch.Generator().manual_seed(3)
+    real = toy.target().sample(300, g).numpy()
+    collapsed = np.repeat(np.array([[1.0, 2.0], [1.0, 2.0], [-3.0, 0.5]]), 100, axis=0)
+    three = toy.get_distribution("source-2").sample(300, g).numpy()
+    for fake in (collapsed, three, real[::-1].copy()):
+        assert w1_exact(real, fake, "network-simplex") == pytest.approx(w1_exact(real, fake, "assignment"),
+                                                                       rel=1e-12, abs=1e-12)
+    assert w1_exact(real, real, "network-simplex") == 0.0
+
+
+def test_w1_solver_choice_and_errors(monkeypatch):
+    assert w1_mod.resolve_solver("assignment") == "assignment"
+    with pytest.raises(ValueError, match="solver must be one of"):
+        w1_exact(np.zeros((2, 2)), np.ones((2, 2)), "sinkhorn")
+    with pytest.raises(ValueError, match="w1_solver must be one of"):
+        PlaygroundConfig.quick(w1_solver="hungarian")
+    monkeypatch.setattr(w1_mod, "_have_pot", lambda: False)
+    assert w1_mod.resolve_solver("auto") == "assignment"
+    assert W1Pool(0).solver == "assignment"
+    with pytest.raises(ImportError, match="pip install pot"):
+        w1_exact(np.zeros((2, 2)), np.ones((2, 2)), "network-simplex")
 
 
 def test_w1_pool_in_processes_matches_inline():
@@ -405,10 +438,11 @@ def test_cli_end_to_end_small(tmp_path, capsys):
     out = tmp_path / "small"
     args = ["playground", "--outdir", str(out), "--seed", "2", "--workers", "0", "--pretrain-steps", "31",
             "--save-every", "10", "--finetune-steps", "11", "--eval-every", "5", "--w1-points", "64",
-            "--metric-points", "64", "--bootstrap", "50"]
+            "--metric-points", "64", "--bootstrap", "50", "--w1-solver", "assignment"]
     assert cli.main(args) == 0
     res = _check_outdir(out, 8)
     assert res["seed"] == 2 and res["protocol"]["w1_points"] == 64 and res["protocol"]["eval_steps"] == [0, 5, 10]
+    assert res["protocol"]["w1_solver"] == "assignment" and "scipy" in res["conventions"]["w1"]
     assert "r(recall_vs_w1)" in capsys.readouterr().out
 
 

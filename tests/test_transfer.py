@@ -107,6 +107,15 @@ def snapshot_params(module) -> dict:
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids thread hand-off costs that dominate on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -257,6 +266,45 @@ def test_which_parameters_train(tmp_path, source, method, kw):
     assert frozen and all(torch.equal(g0[n], named_g[n].detach()) for n in frozen)
     assert {"synthesis.b16.conv0.weight", "synthesis.b16.conv0.affine.weight", "synthesis.b16.conv1.noise_strength",
             "synthesis.b16.conv1.bias", "synthesis.b16.torgb.weight"} <= frozen
+
+
+def _vision_ada_trajectory(tmp_path, source, batch_gpu: int, steps: int = 8) -> list:
+    """Per-step (p, r_t) of the vision heads' ADA in a transfer run with --batch 8 and ``batch_gpu``."""
+    import math
+
+    from fastgan.nn.vision import VisionAidedDiscriminator
+
+    t = make_trainer(tmp_path, source, method="freezed", batch_gpu=batch_gpu, mbstd=4, vision_aided="random",
+                     vision_augment="ada", vision_ada_target=-0.5, vision_ada_kimg=0.1)
+    cfg = t.vision.config()
+    assert (cfg["ada_target"], cfg["ada_kimg"], cfg["ada_interval"]) == (-0.5, 0.1, 4)   # from the options
+    # the same controller with an interval of 2 D steps, so that a few steps move p up and down
+    t.vision = VisionAidedDiscriminator(["random"], augment="ada", ada_interval=2, ada_kimg=0.1, ada_target=-0.5,
+                                        seed=t.opts.seed)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # centre the real logits at 0: mixed signs, so p goes up and down
+        probe = torch.randint(0, 256, (32, 3, 16, 16), generator=g, dtype=torch.uint8).float() / 127.5 - 1
+        t.vision.heads["random"].branches[-1].out.bias.sub_(t.vision.logits("random", probe, phase=1)[-1].median())
+    t.opt_vis = None
+    t._rebuild_vision_optimizer()
+    out = []
+    for _ in range(steps):
+        batch = torch.randint(0, 256, (8, 3, 16, 16), generator=g, dtype=torch.uint8)
+        t.run_step([(batch[i:i + batch_gpu], torch.zeros(batch_gpu, 0)) for i in range(0, 8, batch_gpu)])
+        rt = t.vision.ada_rt()["random"]
+        out.append((t.vision.ada_p()["random"], None if math.isnan(rt) else rt))
+    return out
+
+
+def test_vision_ada_p_does_not_depend_on_batch_gpu(tmp_path, source):
+    """The heads' ADA ticks once per D step with the signs of all its rounds: --batch-gpu 4 (two rounds of
+    gradient accumulation) follows the p trajectory of --batch-gpu 8 step by step."""
+    whole = _vision_ada_trajectory(tmp_path / "a", source, 8)
+    halves = _vision_ada_trajectory(tmp_path / "b", source, 4)
+    assert whole == halves
+    ps = [p for p, _ in whole]
+    assert ps[0] == 0.0 and ps[1] > 0 and 0.0 in ps[2:]                # updates every 2 steps; p rose, then fell
+    assert len({rt for _, rt in whole[1:]}) >= 3                        # from mixed real-logit signs
 
 
 def test_strict_transfer_names_the_mismatched_tensors(tmp_path, source):

@@ -73,6 +73,12 @@ def test_dry_run_shows_the_resolved_recipe(data16, source, tmp_path, capsys):
     assert (o["adafm_front_res"], o["adafm_unfreeze"], o["freeze_d"]) == (4, 160.0, 1)
     assert (o["vision_aided"], o["vision_warmup"], o["vision_augment"]) == ("random+efficientnet-lite0", 0.0,
                                                                             "diffaugment")
+    assert (o["vision_ada_target"], o["vision_ada_kimg"]) == (None, None)   # the discriminator's defaults
+    assert cli.main(args(data16, tmp_path, source, "--method", "freezed", "--vision-aided", "random",
+                         "--vision-augment", "ada", "--vision-ada-target", "0.6", "--vision-ada-kimg", "100",
+                         "--dry-run")) == 0
+    o = json.loads(capsys.readouterr().out)["options"]
+    assert (o["vision_ada_target"], o["vision_ada_kimg"]) == (0.6, 100.0)
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -88,6 +94,11 @@ def test_dry_run_shows_the_resolved_recipe(data16, source, tmp_path, capsys):
      "--probe-select must be an integer in [1, 1]"),
     (["--method", "freezed", "--vision-aided", "random", "--probe-images", "8"],
      "--probe-images applies to --vision-aided auto"),
+    (["--method", "freezed", "--vision-aided", "random", "--vision-ada-kimg", "10"],
+     "--vision-ada-kimg applies to --vision-augment ada, not diffaugment"),
+    (["--method", "freezed", "--vision-aided", "random", "--vision-augment", "ada", "--vision-ada-target", "2"],
+     "--vision-ada-target must be in [-1, 1]"),
+    (["--method", "freezed", "--vision-ada-target", "0.5"], "--vision-ada-target needs --vision-aided"),
 ])
 def test_bad_flags_fail_with_a_clear_message(data16, source, tmp_path, capsys, extra, message):
     assert cli.main(args(data16, tmp_path, source, *extra)) == 2

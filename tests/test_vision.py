@@ -417,6 +417,60 @@ def test_ada_p_moves_per_backbone_in_the_right_direction():
     assert VisionAidedDiscriminator(["random"]).ada_p() == {}
 
 
+def _ada_trajectory(split: int, tick_every_call: bool = False) -> list:
+    """(p, r_t) per step of 8 discriminator steps on batches of 8 split into ``split`` micro-batches."""
+    vd = VisionAidedDiscriminator(["random:conv", "random:pool"], augment="ada", ada_kimg=0.2, ada_interval=2,
+                                  ada_target=0.0, seed=3).eval()                 # eval: frozen SN vectors
+    with torch.no_grad():  # centre every head's real logits at 0, so that the signs are mixed
+        for spec in vd.backbone_names:
+            logit = vd.logits(spec, _images(64, seed=99), phase=1)[-1]
+            vd.heads[spec.replace(":", "__")].vec.out.bias.sub_(logit.median())
+    out, n = [], 8 // split
+    for step in range(8):
+        reals, fakes = _images(8, seed=step), _images(8, seed=50 + step)
+        for i in range(0, 8, n):
+            idx = torch.arange(i, i + n)
+            vd.loss_d(reals[i:i + n], fakes[i:i + n], step=step, index=idx, index_fake=idx,
+                      ada_tick=tick_every_call)
+        if not tick_every_call:
+            vd.ada_step()
+        out.append((vd.ada_p(), {k: None if math.isnan(v) else v for k, v in vd.ada_rt().items()}))
+    return out
+
+
+def test_ada_ticks_once_per_discriminator_step_whatever_the_micro_batches():
+    whole = _ada_trajectory(1)
+    assert whole == _ada_trajectory(2) == _ada_trajectory(4)
+    ps = [p["random:conv"] for p, _ in whole] + [p["random:pool"] for p, _ in whole]
+    assert len(set(ps)) > 2                                      # p moved up and down
+    assert whole[0][0] == {"random:conv": 0.0, "random:pool": 0.0}   # first update after ada_interval=2 steps
+    rts = [rt for _, r in whole[1:] for rt in r.values()]
+    assert all(abs(rt) < 1 for rt in rts) and len(set(rts)) > 2   # mixed signs: a real statistic
+    # ticking in every loss_d call instead makes p depend on the number of micro-batches
+    assert _ada_trajectory(2, tick_every_call=True) != whole
+    assert _ada_trajectory(1, tick_every_call=True) == whole     # one call per step: the same thing
+    with pytest.raises(TypeError, match="ada_tick must be a bool"):
+        VisionAidedDiscriminator(["random"]).loss_d(_images(2), _images(2), ada_tick=None)
+
+
+def test_ada_reduce_gets_one_stacked_call_per_update():
+    vd = VisionAidedDiscriminator(["random:conv", "random:pool"], augment="ada", ada_kimg=1.0, ada_interval=2)
+    with torch.no_grad():
+        vd.heads["random__conv"].vec.out.bias.fill_(50.0)     # real logits > 0 -> more augmentation
+        vd.heads["random__pool"].vec.out.bias.fill_(-50.0)    # real logits < 0 -> less
+    for spec in ("random:conv", "random:pool"):
+        vd._ada[spec].p = 0.5
+    calls = []
+    vd.ada_reduce = lambda t: (calls.append(tuple(t.shape)), t * 2)[1]   # as if two identical processes
+    for step in range(4):
+        vd.loss_d(_images(4, seed=step), _images(4, seed=9 + step), step=step)
+    assert calls == [(2, 2), (2, 2)]                           # both backbones due at steps 2 and 4
+    step_size = 2 * 2 * 4 / 1000                               # 2 processes x 2 steps x 4 images per update
+    p = vd.ada_p()
+    assert p["random:conv"] == pytest.approx(0.5 + 2 * step_size)
+    assert p["random:pool"] == pytest.approx(0.5 - 2 * step_size)
+
+
 def test_config_and_state_round_trip_reproduce_losses():
     vd = VisionAidedDiscriminator(["random", "random:pool"], augment="ada", c_dim=2, seed=11, ada_kimg=0.5,
                                   ada_interval=1)

@@ -117,13 +117,6 @@ def _pick_candidates(snaps: list[pathlib.Path], count: int) -> list[pathlib.Path
     return [snaps[i] for i in idx]
 
 
-def _real_features(data: pathlib.Path, extractor) -> torch.Tensor:
-    from ..metrics.reference import iter_images
-
-    feats = [extractor(x.to(extractor_device(extractor))) for x in iter_images(data, batch_size=64)]
-    return torch.cat(feats).double().cpu()
-
-
 def extractor_device(extractor) -> torch.device:
     return next(extractor.parameters()).device
 
@@ -138,7 +131,8 @@ def _features_of(images: np.ndarray, extractor) -> torch.Tensor:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    out = [extractor(x[i:i + 64].to(extractor_device(extractor))) for i in range(0, x.shape[0], 64)]
+    dev = extractor_device(extractor)
+    out = [extractor(x[i:i + 64].to(dev)) for i in range(0, x.shape[0], 64)]
     return torch.cat(out).double().cpu()
 
 
@@ -252,6 +246,7 @@ def run_demo(outdir: PathLike = "fastgan-demo", *, preset: str = "default", devi
     (a larger configuration for a GPU). ``device`` defaults to CUDA when visible, else the CPU."""
     from ..metrics import functional as F  # noqa: F401  (import errors surface before any work)
     from ..metrics.extractors import get_extractor
+    from ..metrics.reference import compute_reference
     from ..metrics.selection import rank_sources
     from ..nn.checkpoint import load_network
     from ..sampling import MagnetSampler, compute_pool
@@ -300,9 +295,12 @@ def run_demo(outdir: PathLike = "fastgan-demo", *, preset: str = "default", devi
 
     # 3. select -----------------------------------------------------------------------------------------------
     prog.stage("select", f"select: recall of the target against {cfg.select_num} samples of each candidate")
-    scores = rank_sources([str(c) for c in candidates], data=str(target_zip), num=cfg.select_num, k=5,
-                          extractor=EXTRACTOR, bootstrap=200, seed=seed, device=device,
-                          out=str(out / "selection.json"), log=lambda s: None)
+    # the target is embedded once: its kept features serve the selection here and the evaluation (stage 6)
+    target_stats, _ = compute_reference(target_zip, out / "lfw-faces-ref.npz", extractor=EXTRACTOR, device=device,
+                                        keep_features=True, force=True, log=lambda s: None)
+    scores = rank_sources([str(c) for c in candidates], ref=str(out / "lfw-faces-ref.npz"), num=cfg.select_num,
+                          k=5, bootstrap=200, seed=seed, device=device, out=str(out / "selection.json"),
+                          log=lambda s: None)
     by_name = {c.name: c for c in candidates}  # snapshot names are unique within one run
     best = by_name[scores[0].name]
     selection = [{"name": sc.name, "kimg": _snapshot_kimg(by_name[sc.name]), "recall": sc.recall,
@@ -340,7 +338,7 @@ def run_demo(outdir: PathLike = "fastgan-demo", *, preset: str = "default", devi
     # 6. evaluate ---------------------------------------------------------------------------------------------
     prog.stage("evaluate", f"evaluate: FID / KID / precision / recall on {EXTRACTOR} features")
     ext = get_extractor(EXTRACTOR, device=device)
-    real = _real_features(target_zip, ext)
+    real = target_stats.features()
     G_s = load_network(snap_s, "G_ema", device=device)
     G_t = load_network(snap_t, "G_ema", device=device)
     seeds = list(range(seed, seed + cfg.eval_num))
@@ -395,7 +393,7 @@ def run_demo(outdir: PathLike = "fastgan-demo", *, preset: str = "default", devi
                         "python": platform.python_version(), "threads": torch.get_num_threads()},
         "files": ["reals.png", "fakes-pretrained.png", "fakes-scratch.png", "fakes-transfer.png",
                   "fakes-transfer-magnet.png", "curves.png", "metrics.png", "summary.json", "summary.md",
-                  "selection.json", "magnet-pool.npz"],
+                  "selection.json", "lfw-faces-ref.npz", "magnet-pool.npz"],
     }
     _write_json(out / "summary.json", summary)
     with atomic_path(out / "summary.md") as tmp:

@@ -7,6 +7,7 @@ from .jacvol import log_singular_values, random_projection
 from .knn import knn_radii, manifold_stats
 from .modconv import adafm_conv2d, modulated_conv2d
 from .synth import minmax_quantize, power_spectrum_noise, rasterize_shapes, spectral_exponents
+from .vision_preprocess import vision_preprocess
 
 __all__ = [
     "modulated_conv2d",
@@ -19,6 +20,7 @@ __all__ = [
     "manifold_stats",
     "random_projection",
     "log_singular_values",
+    "vision_preprocess",
     "available_impls",
     "dispatch_report",
     "list_ops",

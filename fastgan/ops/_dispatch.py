@@ -205,6 +205,16 @@ def ext_unavailable(family: str, device_type: str) -> Optional[str]:
 _TRITON_STATE: dict[str, Optional[str]] = {}
 
 
+def triton_float_supports(device_type: str, dtype: torch.dtype, what: str = "the Triton kernels") -> Optional[str]:
+    """The ``supports`` rule of most Triton impls: float32/float16/bfloat16 only, and no bfloat16 under the CPU
+    interpreter (it computes bfloat16 wrongly). None when ``dtype`` is fine."""
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"{what} take float32/float16/bfloat16, not {dtype}"
+    if device_type == "cpu" and dtype == torch.bfloat16:
+        return "the Triton interpreter computes bfloat16 wrongly; use float32/float16 on CPU"
+    return None
+
+
 def triton_unavailable(device_type: str) -> Optional[str]:
     """Why Triton kernels cannot run on ``device_type`` (None when they can)."""
     if "import" not in _TRITON_STATE:

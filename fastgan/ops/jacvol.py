@@ -421,11 +421,7 @@ def _logsv_ext(jac: Tensor, top_k: int) -> Tensor:
 
 
 def _triton_supports(device_type: str, dtype: torch.dtype) -> Optional[str]:
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"the Triton projection kernels take float32/float16/bfloat16, not {dtype}"
-    if device_type == "cpu" and dtype == torch.bfloat16:
-        return "the Triton interpreter computes bfloat16 wrongly; use float32/float16 on CPU"
-    return None
+    return _dispatch.triton_float_supports(device_type, dtype, "the Triton projection kernels")
 
 
 def _triton_logsv_supports(device_type: str, dtype: torch.dtype) -> Optional[str]:

@@ -173,7 +173,10 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, *, demodulate: b
     """StyleGAN2 modulated convolution without per-sample weights. See the module docstring."""
     pad = _check_modconv(x, weight, styles, padding)
     args = (x, weight, styles, bool(demodulate), list(pad), float(eps))
-    _, fn = _dispatch.resolve("modulated_conv2d", impl, x)
+    name, fn = _dispatch.resolve("modulated_conv2d", impl, x)
+    if name != "ref" and torch._C._are_functorch_transforms_active():
+        op, bwd_op = _kernel_ops(name)
+        return _TransformableModConv.apply(*args[:3], op, bwd_op, *args[3:])
     return fn(*args)
 
 
@@ -234,6 +237,81 @@ def _register_modconv_autograd(op, bwd_op) -> None:
         return (*grads, None, None, None)
 
     torch.library.register_autograd(op, backward, setup_context=setup_context)
+
+
+class _TransformableModConv(torch.autograd.Function):
+    """A fused modulated-conv kernel seen by ``torch.func`` transforms (``vjp``, ``vmap``, ``jacrev``, ...).
+
+    torch 2.13 refuses to transform compiled ops whose autograd comes from ``torch.library.register_autograd``
+    ("must override the setup_context staticmethod"). Under a transform, ``modulated_conv2d`` therefore routes the
+    same kernels through this Function: forward and backward call the registered ops, and ``generate_vmap_rule``
+    vmaps them with the ops' batching rules (``_register_modconv_vmap``), so ``vmap(vjp_fn)`` over many cotangents
+    runs one folded backward kernel instead of one per cotangent; forward mode (``jvp``, ``jacfwd``) has its own
+    rule below. Outside transforms the ops are called directly. The backward kernel itself has no derivative, so under transforms the fused impls give first derivatives
+    (``vjp``, ``jacrev``, ``grad``); for second derivatives use ``impl="ref"`` (or plain autograd with
+    ``create_graph=True``, where the registered backward differentiates the torch composition)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, styles, op, bwd_op, demodulate, padding, eps):
+        return op(x, weight, styles, demodulate, padding, eps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, styles, _, bwd_op, demodulate, padding, eps = inputs
+        ctx.save_for_backward(x, weight, styles, output)
+        ctx.save_for_forward(x, weight, styles, output)
+        ctx.bwd_op = bwd_op
+        ctx.args = (demodulate, list(padding), eps)
+
+    @staticmethod
+    def jvp(ctx, dx, dweight, dstyles, *_):
+        """Forward mode (``torch.func.jvp`` / ``jacfwd``) from the decomposed form y = conv(x * s, W) * d with
+        d = rsqrt(s^2 q^T + eps), q = sum_k W^2: one shared-weight convolution per tangent (two with a weight
+        tangent), the primal conv recovered as out / d."""
+        x, weight, styles, out = ctx.saved_tensors
+        demodulate, padding, _ = ctx.args
+        eps = ctx.args[2]
+        da = None
+        if dx is not None:
+            da = dx * styles[:, :, None, None]
+        if dstyles is not None:
+            t = x * dstyles[:, :, None, None]
+            da = t if da is None else da + t
+        dy = None if da is None else F.conv2d(da, weight, padding=padding)
+        if dweight is not None:
+            t = F.conv2d(x * styles[:, :, None, None], dweight, padding=padding)
+            dy = t if dy is None else dy + t
+        if dy is None:
+            return torch.zeros_like(out)
+        if not demodulate:
+            return dy
+        q = weight.square().sum(dim=(2, 3))  # (Cout, Cin)
+        d = torch.rsqrt(styles.square() @ q.t() + eps)  # (N, Cout)
+        dsum = torch.zeros_like(d)  # d(s^2 q^T)
+        if dstyles is not None:
+            dsum = dsum + (2 * styles * dstyles) @ q.t()
+        if dweight is not None:
+            dsum = dsum + styles.square() @ (2 * (weight * dweight).sum(dim=(2, 3))).t()
+        dd = -0.5 * d.pow(3) * dsum
+        y0 = out / d[:, :, None, None]
+        return dy * d[:, :, None, None] + y0 * dd[:, :, None, None]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, styles, out = ctx.saved_tensors
+        demodulate, padding, eps = ctx.args
+        mask = list(ctx.needs_input_grad[:3])
+        gx, gw, gs = ctx.bwd_op(grad_out, x, weight, styles, out, demodulate, padding, eps, mask)
+        return (*[g if m else None for g, m in zip((gx, gw, gs), mask)], None, None, None, None, None)
+
+
+def _kernel_ops(impl: str):
+    """(forward op, backward op) of a fused modulated-conv impl ("cpp", "cuda" or "triton")."""
+    if impl == "triton":
+        return _modconv_triton, _modconv_triton_bwd
+    return torch.ops.fastgan.modulated_conv2d.default, torch.ops.fastgan.modulated_conv2d_backward.default
 
 
 def _vm_batched(t: Tensor, dim: Optional[int], size: int) -> Tensor:
@@ -391,12 +469,6 @@ _HAS_EXT_OPS = _ext_ops()
 # --------------------------------------------------------------------------------------------------------
 
 
-def _triton_supports(device_type: str, dtype: torch.dtype) -> Optional[str]:
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"the Triton kernels take float32/float16/bfloat16, not {dtype}"
-    if device_type == "cpu" and dtype == torch.bfloat16:
-        return "the Triton interpreter computes bfloat16 wrongly; use float32/float16 on CPU"
-    return None
 
 
 def _ext_fn(name: str):
@@ -419,7 +491,7 @@ def _register(op: str, ref, ext_name: str, triton_fn) -> None:
     _dispatch.register_impl(op, "cuda", ext, devices=("cuda",), available=lambda d: _dispatch.ext_unavailable(
         "modconv", d))
     _dispatch.register_impl(op, "triton", triton_fn, devices=("cpu", "cuda"), available=_dispatch.triton_unavailable,
-                            supports=_triton_supports)
+                            supports=_dispatch.triton_float_supports)
 
 
 _register("modulated_conv2d", _modulated_conv2d_ref, "modulated_conv2d", _modconv_triton)

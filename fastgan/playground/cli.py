@@ -1,4 +1,8 @@
-"""``fastgan playground``: the 2-D When/Why/Which study (registered in ``fastgan.cli.build_parser``)."""
+"""``fastgan playground``: the 2-D When/Why/Which study, and ``fastgan playground image-scale``: the same question
+on small image generators (registered in ``fastgan.cli.build_parser``).
+
+``fastgan playground [--quick] --outdir DIR`` keeps its flags; ``image-scale`` is an optional subcommand of it, so
+the 2-D study's command lines are unchanged."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +13,8 @@ def _cmd_playground(args: argparse.Namespace) -> int:
 
     from .study import PlaygroundConfig, run_study
 
+    if args.outdir is None:  # required for the 2-D study only (image-scale has a default)
+        args.playground_parser.error("the following arguments are required: --outdir")
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
@@ -21,6 +27,7 @@ def _cmd_playground(args: argparse.Namespace) -> int:
             overrides[name] = getattr(args, name)
     if args.w1_all_steps:
         overrides["w1_all_steps"] = True
+    overrides["w1_solver"] = args.w1_solver
     config = (PlaygroundConfig.quick if args.quick else PlaygroundConfig.full)(**overrides)
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
@@ -40,8 +47,9 @@ def add_playground_parser(sub) -> None:
                     "grad-D similarity, fine-tune every checkpoint on the target (all of them as one batched "
                     "model) and correlate the measures with the fine-tuned W1 (exact assignment, min over the "
                     "evaluated steps). Writes results.json, recall_vs_w1.png, gradsim_vs_w1.png, samples.png and "
-                    "checkpoints/<family>.pt into --outdir. --quick runs a small version in about a minute.")
-    p.add_argument("--outdir", required=True, help="output folder (created; existing files are replaced)")
+                    "checkpoints/<family>.pt into --outdir. --quick runs a small version in about a minute. "
+                    "`fastgan playground image-scale` runs the image-scale study instead (see its --help).")
+    p.add_argument("--outdir", default=None, help="output folder (required; created; existing files are replaced)")
     p.add_argument("--quick", action="store_true",
                    help="6 checkpoints per family, 151 fine-tuning steps, 512 points (the full protocol: 101, "
                         "1001, 2048)")
@@ -63,6 +71,9 @@ def add_playground_parser(sub) -> None:
     p.add_argument("--w1-all-steps", action="store_true",
                    help="solve W1 at every evaluated step (default: skip steps a lower bound proves cannot be the "
                         "minimum; the minimum is exact either way)")
+    p.add_argument("--w1-solver", choices=["auto", "network-simplex", "assignment"], default="auto",
+                   help="exact W1 solver: POT's network simplex (pip install pot; about 0.7 s per 2048-point W1) or "
+                        "scipy's assignment (1-10 s); auto: the network simplex when POT is installed")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads for the training (1 is fastest on a shared small machine: with "
                         "more, every small op waits for descheduled threads)")
@@ -70,7 +81,75 @@ def add_playground_parser(sub) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: when stderr is a terminal; else status lines)")
     p.add_argument("--quiet", action="store_true", help="no console output")
-    p.set_defaults(func=_cmd_playground)
+    p.set_defaults(func=_cmd_playground, playground_parser=p)
+    studies = p.add_subparsers(dest="playground_command", metavar="STUDY",
+                               title="other studies (optional; without one the 2-D study runs)")
+    _add_image_scale_parser(studies)
+
+
+def _cmd_image_scale(args: argparse.Namespace) -> int:
+    import torch
+
+    from .image_scale import ImageScaleConfig, run_image_scale
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    overrides = {}
+    if args.seeds is not None:
+        overrides["finetune_seeds"] = args.seeds
+    if args.sources is not None:
+        overrides["data_sources"] = tuple(s.strip() for s in args.sources.split(",") if s.strip())
+    if args.no_random_init:
+        overrides["random_init"] = False
+    for name in ("pretrain_kimg", "finetune_kimg", "checkpoints", "select_num", "eval_num", "method", "extractor"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    config = (ImageScaleConfig.quick if args.quick else ImageScaleConfig.full)(**overrides)
+    run_image_scale(config, args.outdir, seed=args.seed, device=args.device, plots=not args.no_plots,
+                    progress=None if args.quiet else (lambda line: print(line, flush=True)))
+    return 0
+
+
+def _add_image_scale_parser(studies) -> None:
+    p = studies.add_parser(
+        "image-scale", help="does recall (select-source) rank Primitives-PS, spectrum-only and random "
+                            "initialisations in the order of their fine-tuned FID?",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Pretrain small generators with the same budget on Primitives-PS and on spectrum-only "
+                    "(pinknoise) images, add the random initialisation of the same architecture, measure every "
+                    "source's recall of the lfw-faces target (fastgan select-source, bootstrap CI), fine-tune "
+                    "every source on the target for --seeds training seeds, measure FID and KID of each "
+                    "fine-tuned generator with the offline EfficientNet-Lite0, and compare the orders. Writes "
+                    "results.json and recall_vs_fid.png into --outdir (with the datasets, runs and sources); a "
+                    "rerun with the same settings resumes. About 20 minutes on 2 shared CPU cores (--quick: seconds).")
+    p.add_argument("--outdir", default="fastgan-image-scale",
+                   help="output folder (created; a folder holding a run with the same settings is resumed)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny everything (16 px, a few training steps, 12 samples, the random-conv extractor): "
+                        "checks the pipeline only")
+    p.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per source (default: 3; --quick 2)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when visible, else cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    p.add_argument("--sources", default=None,
+                   help="comma-separated synthetic data sources (default: primitives-ps,pinknoise)")
+    p.add_argument("--no-random-init", action="store_true", help="leave the random initialisation out")
+    p.add_argument("--pretrain-kimg", type=float, default=None, help="override: pretraining kimg per data source")
+    p.add_argument("--checkpoints", type=int, default=None,
+                   help="override: sources per data source (snapshots spread over the pretraining, last included)")
+    p.add_argument("--finetune-kimg", type=float, default=None, help="override: fine-tuning kimg per run")
+    p.add_argument("--select-num", type=int, default=None, help="override: samples per source for recall")
+    p.add_argument("--eval-num", type=int, default=None, help="override: samples per fine-tuned model for FID/KID")
+    p.add_argument("--method", choices=["finetune", "freezed", "adafm"], default=None,
+                   help="override: the transfer recipe (default: finetune)")
+    p.add_argument("--extractor", default=None,
+                   help="override: feature extractor of recall, FID and KID (default: efficientnet-lite0-offline; "
+                        "--quick: random-conv)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (1 is fastest for these small models on a shared small machine)")
+    p.add_argument("--no-plots", action="store_true", help="write results.json only")
+    p.add_argument("--quiet", action="store_true", help="no console output")
+    p.set_defaults(func=_cmd_image_scale)
 
 
 __all__ = ["add_playground_parser"]

@@ -41,7 +41,7 @@ from fastgan.train.rng import derive
 
 from . import diagnostics, models, toy
 from .trainer import BatchedGAN, ModelStreams, TrainParams, train
-from .w1 import W1Pool, w1_lower_bound
+from .w1 import SOLVERS, W1Pool, resolve_solver, w1_lower_bound
 
 FORMAT = "fastgan-playground/1"
 CHECKPOINT_FORMAT = "fastgan-playground-checkpoints/1"
@@ -81,6 +81,7 @@ class PlaygroundConfig:
     confidence: float = 0.95
     chunk: int = 256
     w1_all_steps: bool = False
+    w1_solver: str = "auto"
 
     def __post_init__(self):
         if not self.families or len(set(self.families)) != len(self.families):
@@ -97,6 +98,8 @@ class PlaygroundConfig:
                     ema=self.pretrain_ema)  # validates those
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.w1_solver not in SOLVERS:
+            raise ValueError(f"w1_solver must be one of {', '.join(SOLVERS)}, got {self.w1_solver!r}")
 
     @classmethod
     def full(cls, **overrides) -> "PlaygroundConfig":
@@ -373,13 +376,14 @@ def run_study(outdir, config: Optional[PlaygroundConfig] = None, *, seed: int = 
     outdir = pathlib.Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise FileExistsError(f"--outdir {outdir} exists and is not a directory")
+    solver = resolve_solver(config.w1_solver)  # fail before the training when the named solver is missing
     (outdir / "checkpoints").mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     timings = {}
     n_ck = len(config.checkpoint_steps()) * len(config.families)
     log(f"playground: seed {seed}, families {', '.join(config.families)}, {n_ck} checkpoints, "
         f"{config.finetune_steps} fine-tuning steps each, W1 on {config.w1_points} points at steps "
-        f"{config.eval_steps()}, torch threads {torch.get_num_threads()}, W1 workers {workers}")
+        f"{config.eval_steps()}, torch threads {torch.get_num_threads()}, W1 workers {workers} ({solver})")
 
     t0 = time.perf_counter()
     ckpts = pretrain(config, seed, progress=progress, log=log)
@@ -396,7 +400,7 @@ def run_study(outdir, config: Optional[PlaygroundConfig] = None, *, seed: int = 
     evals = finetune(ckpts, config, seed, progress=progress, log=log)
     timings["finetune_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with W1Pool(workers) as pool:
+    with W1Pool(workers, solver) as pool:
         w1, bounds = w1_outcomes(evals, config, pool, log=log)
         timings["w1_cpu_s"] = pool.cpu_seconds
     timings["w1_s"] = time.perf_counter() - t0
@@ -421,8 +425,10 @@ def run_study(outdir, config: Optional[PlaygroundConfig] = None, *, seed: int = 
             "generator": "raw G in eval mode (BatchNorm running statistics), as the notebook (W1_g, "
                          "chkpt['generator']); G-EMA kept only in the pretraining checkpoints",
             "checkpoint_step": "G steps done minus one: checkpoint g is saved after G step g (models_<g>.pt)",
-            "w1": "exact optimal assignment (scipy linear_sum_assignment) between w1_points target and generated "
-                  "points, mean matched Euclidean distance; w1_min = min over eval_steps (exact). Unless "
+            "w1": f"exact optimal transport ({solver} solver: "
+                  f"{'POT network simplex' if solver == 'network-simplex' else 'scipy linear_sum_assignment'}) between "
+                  "w1_points target and generated points with uniform weights = mean matched Euclidean distance of the "
+                  "optimal assignment; w1_min = min over eval_steps (exact). Unless "
                   "w1_all_steps, a step whose w1_lower_bound is >= an exact W1 of the same model is not solved "
                   "(w1 null there: it cannot be the minimum)",
             "recall": f"fraction of {config.metric_points} target points inside a k={config.k} NN ball of "

@@ -5,7 +5,9 @@ on its own ``stream``. So a sample's augmentation depends only on its key, never
 batch size or the torch global RNG. Images use the StyleGAN convention: float ``(N, C, H, W)`` in about [-1, 1].
 
 - :func:`diffaugment`: DiffAugment (Zhao et al. 2020), ``color``, ``translation`` and ``cutout``, with the
-  semantics of the official ``DiffAugment_pytorch.py``. Its constants assume [-1, 1] images.
+  semantics of the official ``DiffAugment_pytorch.py``. Its constants assume [-1, 1] images. It is
+  :func:`diffaugment_params` (draw the per-sample parameters) followed by :func:`apply_diffaugment`; the fused
+  vision-backbone preprocessing (:func:`fastgan.ops.vision_preprocess`) takes the same parameters.
 - :class:`AdaptiveAugment`: the ADA pipeline (Karras et al. 2020), presets ``blit``/``geom``/``color``/``bg``/``bgc``.
   Each op fires per sample with probability ``p * multiplier``. Geometric ops are composed into one 3x3 matrix
   per sample and color ops into one 4x4 matrix per sample. An optional cutout runs last.
@@ -18,6 +20,7 @@ The streams below differ only between the quantities of one call.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -27,7 +30,8 @@ from torch import Tensor
 
 from fastgan.train import rng
 
-__all__ = ["diffaugment", "DIFFAUGMENT_OPS", "AdaptiveAugment", "ADA_PRESETS", "AdaController"]
+__all__ = ["diffaugment", "diffaugment_params", "apply_diffaugment", "DiffAugmentParams", "DIFFAUGMENT_OPS",
+           "DIFFAUGMENT_FUSED_ORDER", "AdaptiveAugment", "ADA_PRESETS", "AdaController"]
 
 # ------------------------------------------------------------------------------------------------------------
 # Shared helpers
@@ -110,38 +114,27 @@ def _parse_policy(policy) -> List[str]:
     return ops
 
 
-def _da_brightness(x: Tensor, keys: Tensor, s: int) -> Tensor:
+def _da_brightness_draw(keys: Tensor, s: int, h: int, w: int) -> Tensor:
     # Official: x + (U[0,1) - 0.5), i.e. a per-sample offset in [-0.5, 0.5) on the [-1, 1] scale.
-    b = rng.uniform(keys, (), s).to(x.dtype) - 0.5
-    return x + b.view(-1, 1, 1, 1)
+    return rng.uniform(keys, (), s).to(torch.float64) - 0.5
 
 
-def _da_saturation(x: Tensor, keys: Tensor, s: int) -> Tensor:
+def _da_saturation_draw(keys: Tensor, s: int, h: int, w: int) -> Tensor:
     # Official: scale the deviation from the per-pixel channel mean by U[0, 2).
-    f = (rng.uniform(keys, (), s).to(x.dtype) * 2).view(-1, 1, 1, 1)
-    m = x.mean(dim=1, keepdim=True)
-    return (x - m) * f + m
+    return rng.uniform(keys, (), s).to(torch.float64) * 2
 
 
-def _da_contrast(x: Tensor, keys: Tensor, s: int) -> Tensor:
+def _da_contrast_draw(keys: Tensor, s: int, h: int, w: int) -> Tensor:
     # Official: scale the deviation from the per-image mean (over C, H, W) by U[0.5, 1.5).
-    f = (rng.uniform(keys, (), s).to(x.dtype) + 0.5).view(-1, 1, 1, 1)
-    m = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - m) * f + m
+    return rng.uniform(keys, (), s).to(torch.float64) + 0.5
 
 
-def _da_translation(x: Tensor, keys: Tensor, s: int, ratio: float = 0.125) -> Tensor:
-    """Official semantics: out[i, j] = x[i + ty, j + tx] (zero outside), ty in [-sh, sh], sh = int(H*ratio + 0.5)."""
-    n, c, h, w = x.shape
+def _da_translation_draw(keys: Tensor, s: int, h: int, w: int, ratio: float = 0.125) -> Tensor:
+    """(N, 2) int64 (ty, tx): ty in [-sh, sh], sh = int(H*ratio + 0.5) (tx likewise with W)."""
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     ty = rng.randint(keys, 2 * sh + 1, (), s) - sh
     tx = rng.randint(keys, 2 * sw + 1, (), s + 1) - sw
-    iy = torch.arange(h, device=x.device).view(1, h, 1) + ty.view(n, 1, 1)
-    ix = torch.arange(w, device=x.device).view(1, 1, w) + tx.view(n, 1, 1)
-    valid = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)  # (n, h, w)
-    idx = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).reshape(n, 1, h * w).expand(n, c, h * w)
-    out = x.reshape(n, c, h * w).gather(2, idx).view(n, c, h, w)
-    return torch.where(valid.unsqueeze(1), out, out.new_zeros(()))
+    return torch.stack([ty, tx], dim=1)
 
 
 def _cutout_span(off: Tensor, size: int, length: int) -> Tuple[Tensor, Tensor]:
@@ -152,22 +145,168 @@ def _cutout_span(off: Tensor, size: int, length: int) -> Tuple[Tensor, Tensor]:
     return lo.clamp(0, length - 1), (lo + size - 1).clamp(0, length - 1) + 1
 
 
-def _da_cutout(x: Tensor, keys: Tensor, s: int, ratio: float = 0.5) -> Tensor:
-    """Official semantics: zero a (int(H*r+.5), int(W*r+.5)) box centred at a random offset, clipped at the borders."""
-    n, c, h, w = x.shape
+def _da_cutout_draw(keys: Tensor, s: int, h: int, w: int, ratio: float = 0.5) -> Tensor:
+    """(N, 4) int64 (y0, y1, x0, x1): the official (int(H*r+.5), int(W*r+.5)) box centred at a random offset,
+    clipped at the borders; rows [y0, y1) x columns [x0, x1) are zeroed."""
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     oy = rng.randint(keys, h + (1 - ch % 2), (), s)
     ox = rng.randint(keys, w + (1 - cw % 2), (), s + 1)
     y0, y1 = _cutout_span(oy, ch, h)
     x0, x1 = _cutout_span(ox, cw, w)
+    return torch.stack([y0, y1, x0, x1], dim=1)
+
+
+# The colour factors are applied in x's dtype as the official code forms them there: the uniform u is cast to
+# x's dtype first, then shifted or doubled (u = b + 0.5 = f / 2 = f - 0.5 exactly, so float32 / float64 images see
+# exactly the stored value, and float16 / bfloat16 ones the official double rounding).
+
+
+def _da_brightness_apply(x: Tensor, b: Tensor) -> Tensor:
+    return x + ((b + 0.5).to(x.dtype) - 0.5).view(-1, 1, 1, 1)
+
+
+def _da_saturation_apply(x: Tensor, f: Tensor) -> Tensor:
+    m = x.mean(dim=1, keepdim=True)
+    return (x - m) * ((f * 0.5).to(x.dtype) * 2).view(-1, 1, 1, 1) + m
+
+
+def _da_contrast_apply(x: Tensor, f: Tensor) -> Tensor:
+    m = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - m) * ((f - 0.5).to(x.dtype) + 0.5).view(-1, 1, 1, 1) + m
+
+
+def _da_translation_apply(x: Tensor, t: Tensor) -> Tensor:
+    """Official semantics: out[i, j] = x[i + ty, j + tx] (zero outside)."""
+    n, c, h, w = x.shape
+    ty, tx = t[:, 0], t[:, 1]
+    iy = torch.arange(h, device=x.device).view(1, h, 1) + ty.view(n, 1, 1)
+    ix = torch.arange(w, device=x.device).view(1, 1, w) + tx.view(n, 1, 1)
+    valid = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)  # (n, h, w)
+    idx = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).reshape(n, 1, h * w).expand(n, c, h * w)
+    out = x.reshape(n, c, h * w).gather(2, idx).view(n, c, h, w)
+    return torch.where(valid.unsqueeze(1), out, out.new_zeros(()))
+
+
+def _da_cutout_apply(x: Tensor, box: Tensor) -> Tensor:
+    n, c, h, w = x.shape
     iy = torch.arange(h, device=x.device).view(1, h, 1)
     ix = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((iy >= y0.view(n, 1, 1)) & (iy < y1.view(n, 1, 1)) & (ix >= x0.view(n, 1, 1)) & (ix < x1.view(n, 1, 1)))
+    y0, y1, x0, x1 = (box[:, k].view(n, 1, 1) for k in range(4))
+    inside = (iy >= y0) & (iy < y1) & (ix >= x0) & (ix < x1)
     return torch.where(inside.unsqueeze(1), x.new_zeros(()), x)
 
 
-_DA_FNS = {"brightness": _da_brightness, "saturation": _da_saturation, "contrast": _da_contrast,
-           "translation": _da_translation, "cutout": _da_cutout}
+def _da_cutout(x: Tensor, keys: Tensor, s: int, ratio: float = 0.5) -> Tensor:
+    """DiffAugment's cutout with ``ratio`` (also ADA's "always" cutout)."""
+    return _da_cutout_apply(x, _da_cutout_draw(keys, s, x.shape[2], x.shape[3], ratio))
+
+
+_DA_DRAW = {"brightness": _da_brightness_draw, "saturation": _da_saturation_draw, "contrast": _da_contrast_draw,
+            "translation": _da_translation_draw, "cutout": _da_cutout_draw}
+_DA_APPLY = {"brightness": _da_brightness_apply, "saturation": _da_saturation_apply,
+             "contrast": _da_contrast_apply, "translation": _da_translation_apply, "cutout": _da_cutout_apply}
+# The order in which a fused kernel (fastgan.ops.vision_preprocess) applies the ops; "color,translation,cutout".
+DIFFAUGMENT_FUSED_ORDER: Tuple[str, ...] = ("brightness", "saturation", "contrast", "translation", "cutout")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffAugmentParams:
+    """The per-sample random parameters of one DiffAugment call, drawn by :func:`diffaugment_params`.
+
+    ``ops``: the policy's ops in the order they are applied (``"color"`` expands to brightness, saturation,
+    contrast); ``values``: one tensor per op, on the keys' device:
+
+    - brightness: float64 (N,) offset b in [-0.5, 0.5); x -> x + b
+    - saturation: float64 (N,) factor f in [0, 2); x -> (x - mean over channels) * f + mean over channels
+    - contrast: float64 (N,) factor f in [0.5, 1.5); x -> (x - mean over C, H, W) * f + that mean
+    - translation: int64 (N, 2) (ty, tx); out[i, j] = x[i + ty, j + tx], zero where that falls outside
+    - cutout: int64 (N, 4) (y0, y1, x0, x1); rows [y0, y1) x columns [x0, x1) are set to zero
+
+    The float factors are exact (24-bit uniforms shifted or doubled); applying them casts to the images' dtype.
+    ``height`` and ``width`` are the image size the geometric values were drawn for; ``batch`` is N.
+    """
+    ops: Tuple[str, ...]
+    values: Tuple[Tensor, ...]
+    height: int
+    width: int
+    batch: int
+
+    def get(self, op: str) -> Optional[Tensor]:
+        """The values of ``op`` (its first occurrence), or None when the policy does not use it."""
+        if op not in _DA_DRAW:
+            raise ValueError(f"DiffAugmentParams.get: unknown op {op!r}; ops are {list(_DA_DRAW)}")
+        for name, v in zip(self.ops, self.values):
+            if name == op:
+                return v
+        return None
+
+    @property
+    def fusable(self) -> bool:
+        """True when every op occurs at most once and in :data:`DIFFAUGMENT_FUSED_ORDER` (what the fused
+        preprocessing kernels implement); e.g. ``"color,translation,cutout"`` or ``"translation,cutout"``, but not
+        ``"cutout,translation"`` or ``"color,brightness"``."""
+        pos = [DIFFAUGMENT_FUSED_ORDER.index(op) for op in self.ops]
+        return all(a < b for a, b in zip(pos, pos[1:]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.values[0].device if self.values else torch.device("cpu")
+
+    def to(self, device) -> "DiffAugmentParams":
+        """The same parameters on ``device``."""
+        return dataclasses.replace(self, values=tuple(v.to(device) for v in self.values))
+
+    def select(self, index) -> "DiffAugmentParams":
+        """The parameters of the samples ``index`` (a slice, or an index tensor / list), e.g. to split a batch."""
+        values = tuple(v[index] for v in self.values)
+        n = values[0].shape[0] if values else torch.arange(self.batch)[index].numel()
+        return dataclasses.replace(self, values=values, batch=n)
+
+
+def diffaugment_params(keys: Tensor, policy: str = "color,translation,cutout", height: int = 0,
+                       width: Optional[int] = None) -> DiffAugmentParams:
+    """Draw the per-sample DiffAugment parameters of ``policy`` for images of ``height`` x ``width`` (``width``
+    defaults to ``height``) from ``keys`` (N,) int64, on the same counter streams as :func:`diffaugment`, which is
+    ``apply_diffaugment(x, diffaugment_params(keys, policy, H, W))``."""
+    ops = _parse_policy(policy)
+    if not isinstance(keys, Tensor) or keys.dtype != torch.int64 or keys.dim() != 1:
+        got = f"{keys.dtype} of shape {tuple(keys.shape)}" if isinstance(keys, Tensor) else type(keys).__name__
+        raise TypeError(f"diffaugment_params: keys must be a 1-D int64 tensor (one key per sample), got {got}; "
+                        "build it with fastgan.train.rng.sample_keys")
+    width = height if width is None else width
+    for name, v in (("height", height), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"diffaugment_params: {name} must be a positive int (the image size), got {v!r}")
+    seen: Dict[str, int] = {}
+    values = []
+    for op in ops:
+        k = seen.get(op, 0)
+        seen[op] = k + 1
+        values.append(_DA_DRAW[op](keys, _da_stream(op, k), height, width))
+    return DiffAugmentParams(tuple(ops), tuple(values), height, width, int(keys.shape[0]))
+
+
+def apply_diffaugment(x: Tensor, params: DiffAugmentParams) -> Tensor:
+    """Apply drawn DiffAugment parameters to ``x`` (N, C, H, W) in [-1, 1]; differentiable w.r.t. ``x``."""
+    if not isinstance(params, DiffAugmentParams):
+        raise TypeError(f"apply_diffaugment: params must be DiffAugmentParams (from diffaugment_params), got "
+                        f"{type(params).__name__}")
+    _check_params_for(x, params, "apply_diffaugment")
+    for op, v in zip(params.ops, params.values):
+        x = _DA_APPLY[op](x, v.to(x.device))
+    return x
+
+
+def _check_params_for(x: Tensor, params: DiffAugmentParams, fn: str) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{fn}: x must be 4-D (N, C, H, W), got {got}")
+    if params.batch != x.shape[0]:
+        raise ValueError(f"{fn}: params hold {params.batch} samples but x has {x.shape[0]} (params batch mismatch); "
+                         "draw them with the keys of exactly these samples")
+    if params.ops and (params.height, params.width) != tuple(x.shape[2:]):
+        raise ValueError(f"{fn}: params were drawn for {params.height}x{params.width} images but x is "
+                         f"{x.shape[2]}x{x.shape[3]}; pass the image size to diffaugment_params")
 
 
 def diffaugment(x: Tensor, policy: str = "color,translation,cutout", keys: Optional[Tensor] = None) -> Tensor:
@@ -178,16 +317,13 @@ def diffaugment(x: Tensor, policy: str = "color,translation,cutout", keys: Optio
     ``translation`` = integer shift by up to int(size/8 + 0.5) pixels per axis with zero fill; ``cutout`` = zero
     an int(size/2 + 0.5) square centred at a random pixel, clipped at the borders. ``brightness``,
     ``saturation`` and ``contrast`` are also accepted alone. ``""`` or ``"none"`` returns ``x`` unchanged.
-    Differentiable w.r.t. ``x``; no python loop over the batch.
+    Differentiable w.r.t. ``x``; no python loop over the batch. The same as
+    ``apply_diffaugment(x, diffaugment_params(keys, policy, H, W))``; :func:`fastgan.ops.vision_preprocess` fuses
+    it with the vision backbones' resize and normalisation.
     """
-    ops = _parse_policy(policy)
+    _parse_policy(policy)
     keys = _check_batch(x, keys, "diffaugment")
-    seen: Dict[str, int] = {}
-    for op in ops:
-        k = seen.get(op, 0)
-        seen[op] = k + 1
-        x = _DA_FNS[op](x, keys, _da_stream(op, k))
-    return x
+    return apply_diffaugment(x, diffaugment_params(keys, policy, x.shape[2], x.shape[3]))
 
 
 # ------------------------------------------------------------------------------------------------------------

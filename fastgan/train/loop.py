@@ -3,7 +3,8 @@
 Per step: phases Gmain, Greg (every ``pl_interval`` steps, when path-length regularisation is on), Dmain and Dreg
 (every ``r1_interval`` steps; folded into Dmain when the interval is 1). Each phase runs its rounds of
 ``batch_gpu`` samples, all-reduces one flat gradient buffer, applies the non-finite policy and steps Adam.
-Then G_ema, w_avg, path-length mean and the ADA p are updated from global (all-process) quantities.
+Then G_ema, w_avg, path-length mean and the ADA p are updated from global (all-process) quantities; the vision-aided
+heads' per-backbone ADA controllers also tick once per step, from the real-logit signs of all its rounds.
 
 Randomness is counter-based (:mod:`fastgan.train.rng`) and keyed by (seed, step, phase, global sample index), the
 data order by (seed, position) (:mod:`fastgan.train.data`): a resumed run, or a run on a different number of
@@ -255,9 +256,11 @@ class Trainer:
                 raise ValueError(f"--vision-aided needs RGB images; the data has {stream.channels} channel(s)")
 
             auto = o.vision_aided == "auto"
+            ada = {k: v for k, v in (("ada_target", o.vision_ada_target), ("ada_kimg", o.vision_ada_kimg))
+                   if v is not None}
             self.vision = VisionAidedDiscriminator(() if auto else tuple(o.vision_aided.split("+")),
                                                    weights=o.vision_weights or None, augment=o.vision_augment,
-                                                   c_dim=stream.label_dim, seed=o.seed, device=self.device)
+                                                   c_dim=stream.label_dim, seed=o.seed, device=self.device, **ada)
             self._vision_ada_reduce()
             if auto:
                 self.schedule = ProgressiveSchedule(o.vision_candidates.split("+"), warmup_kimg=o.vision_warmup,
@@ -282,7 +285,37 @@ class Trainer:
 
     # ---- state ---------------------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
+    def _ada_controllers(self) -> list:
+        """(where, controller) of every ADA controller: the main D's, then one per vision backbone in order."""
+        out = [("main", self.ada)] if self.ada is not None else []
+        if self.vision is not None:
+            out += [(spec, self.vision._ada[spec]) for spec in self.vision.backbone_names if spec in self.vision._ada]
+        return out
+
+    def global_ada_pending(self) -> dict:
+        """{where: [sum of signs, count]} accumulated since each ADA controller's last update, summed over all
+        processes (a collective: every process calls it). A training state must hold these global sums: each
+        process only has its own share, and a resumed run restarts rank 0 with the sums and the others at 0."""
+        ctrls = self._ada_controllers()
+        if not ctrls:
+            return {}
+        buf = torch.stack([c.pending().to(self.device) for _, c in ctrls])
+        fdist.all_reduce_(self.d, buf)
+        return {where: [float(v) for v in row] for (where, _), row in zip(ctrls, buf.cpu().tolist())}
+
+    def state_dict(self, ada_pending: Optional[dict] = None) -> dict:
+        """Everything a resume needs. ``ada_pending`` (from :meth:`global_ada_pending`) replaces each ADA
+        controller's pending sums; without it they are this process's own, which is the whole of them only in a
+        single-process run (``save`` passes the global sums)."""
+        st = self._state_dict()
+        for where, pending in (ada_pending or {}).items():
+            if where == "main":
+                st["augment"]["controller"]["pending"] = list(pending)
+            else:
+                st["vision"]["state"]["_extra_state"]["ada"][where]["pending"] = list(pending)
+        return st
+
+    def _state_dict(self) -> dict:
         return {"format": STATE_FORMAT, "version": STATE_VERSION, "fastgan_version": __version__,
                 "options": self.opts.to_dict(),
                 "networks": {"G": network_record(self.G), "D": network_record(self.D),
@@ -300,6 +333,15 @@ class Trainer:
                 "pl_mean": self.pl_mean.detach().cpu(), "rng": _rng_state()}
 
     def load_state_dict(self, st: dict) -> None:
+        """Restore a :meth:`state_dict`. Its ADA pending sums are global: rank 0 takes them, the other processes
+        start from 0, so the next all-reduced update sees exactly the sums of the uninterrupted run."""
+        if self.d.rank != 0:
+            st = copy.deepcopy(st)
+            if st["augment"]["controller"] is not None:
+                st["augment"]["controller"]["pending"] = [0.0, 0.0]
+            if st.get("vision") is not None:
+                for ada in st["vision"]["state"].get("_extra_state", {}).get("ada", {}).values():
+                    ada["pending"] = [0.0, 0.0]
         for name, mod in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             mod.load_state_dict(st["networks"][name]["state_dict"])
         self.opt_G.load_state_dict(st["optimizers"]["G"])
@@ -333,12 +375,15 @@ class Trainer:
 
     def save(self, reason: str) -> None:
         """Network snapshot + training state + latest.json (in that order, each atomic), rank 0 writes."""
+        if self.vision is not None:  # heads, spectral-norm vectors and per-backbone ADA p
+            fdist.check_consistency(self.d, self.vision, "vision")
         for name, mod in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             fdist.check_consistency(self.d, mod, name)
             bad = [n for n, p in mod.named_parameters() if not torch.isfinite(p).all()]
             if bad:
                 raise NonFiniteError(f"{name} has non-finite weights ({bad[:3]}...); not saving over the last "
                                      "good state")
+        ada_pending = self.global_ada_pending()  # a collective, like the checks above
         if self.d.is_main:
             tag = kimg_tag(self.cur_nimg)
             snap = f"network-snapshot-{tag}.pt"
@@ -349,7 +394,7 @@ class Trainer:
                                  "transfer": self._transfer_record(),
                                  "vision": self.vision.config() if self.vision is not None else None})
             with atomic_path(self.run_dir / state) as tmp:
-                torch.save(self.state_dict(), tmp)
+                torch.save(self.state_dict(ada_pending), tmp)
             write_json(self.run_dir / "latest.json", {"state": state, "snapshot": snap, "kimg": self.cur_nimg / 1000,
                                                       "cur_nimg": self.cur_nimg, "step": self.step})
             self._prune_states(keep=state)
@@ -448,9 +493,7 @@ class Trainer:
         self.vision.add_backbone(name, weights=weights.get(name))
         self.schedule.record_added(name, acc, self.cur_nimg)
         self._rebuild_vision_optimizer()
-        if self.d.enabled:
-            for p in self.vision.head_parameters():
-                torch.distributed.broadcast(p.data, src=0)
+        fdist.broadcast_module(self.d, self.vision)
         if self.files:
             probe = ", ".join(f"{n} {a:.3f}" for n, a in ranking)
             self.files.log(f"vision-aided: linear probe at kimg {self.cur_nimg / 1000:.3f} ({probe}); added {name}; "
@@ -597,7 +640,8 @@ class Trainer:
                 loss = loss + pen.sum() * (o.gamma / 2 / B)
                 self.stats.add("Loss/D/r1_penalty", pen)
             if lam:
-                vis = self.vision.loss_d(real_img, img, real_c, c, step=self.step, index=idx, index_fake=idx)
+                vis = self.vision.loss_d(real_img, img, real_c, c, step=self.step, index=idx, index_fake=idx,
+                                         ada_tick=False)
                 loss = loss + vis * (lam * idx.numel() / B)
                 self.stats.add("Loss/vision/D", vis.detach().reshape(1))
             loss.backward()
@@ -638,6 +682,8 @@ class Trainer:
             if self.ada.tick():
                 pending = fdist.all_reduce_(d, self.ada.pending().to(self.device))
                 self.augment.p.fill_(self.ada.update(pending))
+        if lam:  # the vision heads' ADA: one tick per D step, from the signs of all its rounds and processes
+            self.vision.ada_step()
 
         self.cur_nimg += B
         self.step += 1
@@ -805,9 +851,8 @@ def _train(opts: TrainOptions, d: fdist.Dist, quiet: bool) -> TrainResult:
         fdist.broadcast_module(d, t.G)
         fdist.broadcast_module(d, t.D)
         fdist.broadcast_module(d, t.G_ema)
-        if t.vision is not None and d.enabled:
-            for p in t.vision.head_parameters():
-                torch.distributed.broadcast(p.data, src=0)
+        if t.vision is not None:
+            fdist.broadcast_module(d, t.vision)
         if files and opts.method is not None:
             files.log(t.policy.summary(t.G, t.D))
         if files:

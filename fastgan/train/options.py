@@ -8,8 +8,9 @@ ignores :data:`RESUME_WHITELIST` (length, logging and memory settings) and refus
 Transfer (``fastgan transfer``) adds ``method`` (finetune | freezed | adafm), ``freeze_d`` (FreezeD depth) and the
 AdaFM settings (``adafm_front_res``, ``adafm_new_front``, ``adafm_unfreeze`` in kimg); vision-aided training adds
 ``vision_aided`` ("clip+dino" style fixed set, or "auto" for the progressive linear-probe ensemble),
-``vision_augment``, ``vision_weights``, ``vision_warmup``, ``probe_select``, ``vision_stage_kimg``, ``vision_candidates`` and
-``probe_images``. Each stays ``None`` when its feature is off, so plain runs resolve as before.
+``vision_augment``, ``vision_weights``, ``vision_warmup``, ``probe_select``, ``vision_stage_kimg``,
+``vision_candidates``, ``probe_images`` and, for the heads' ADA, ``vision_ada_target`` and ``vision_ada_kimg``
+(``None``: the vision-aided discriminator's defaults, 0.3 and 500). Each stays ``None`` when its feature is off, so plain runs resolve as before.
 """
 from __future__ import annotations
 
@@ -109,6 +110,8 @@ class TrainOptions:
     vision_stage_kimg: Optional[float] = None
     vision_candidates: Optional[str] = None
     probe_images: Optional[int] = None
+    vision_ada_target: Optional[float] = None  # None: the discriminator's default (0.3, METHODS.md §2.5)
+    vision_ada_kimg: Optional[float] = None    # None: the discriminator's default (500)
     resolved: bool = field(default=False, repr=False)
 
     def to_dict(self) -> dict:
@@ -310,7 +313,7 @@ def default_candidates(weights: dict) -> list[str]:
 
 def _resolve_vision(o: TrainOptions) -> None:
     extras = ("vision_augment", "vision_weights", "vision_warmup", "probe_select", "vision_stage_kimg",
-              "vision_candidates", "probe_images")
+              "vision_candidates", "probe_images", "vision_ada_target", "vision_ada_kimg")
     if o.vision_aided is None:
         for name in extras:
             if getattr(o, name) not in (None, {}):
@@ -325,6 +328,15 @@ def _resolve_vision(o: TrainOptions) -> None:
         o.vision_augment = "diffaugment"
     if o.vision_augment not in VISION_AUGMENTS:
         raise ValueError(f"--vision-augment must be one of {VISION_AUGMENTS}, got {o.vision_augment!r}")
+    for name in ("vision_ada_target", "vision_ada_kimg"):
+        if getattr(o, name) is not None and o.vision_augment != "ada":
+            raise ValueError(f"--{name.replace('_', '-')} applies to --vision-augment ada, not {o.vision_augment}")
+    if o.vision_ada_target is not None:
+        t = o.vision_ada_target
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not -1 <= t <= 1:
+            raise ValueError(f"--vision-ada-target must be in [-1, 1] (a mean sign of real logits), got {t!r}")
+    if o.vision_ada_kimg is not None:
+        _positive("vision_ada_kimg", o.vision_ada_kimg)
     weights = {}
     for name, path in dict(o.vision_weights or {}).items():
         spec = canonical_backbone(name, "--vision-weights")

@@ -26,7 +26,11 @@ are accepted with a warning, and their full sha256 is recorded (``VisionBackbone
 
 Preprocessing (:func:`preprocess`) is vision-aided-gan's: images in [-1, 1] -> x * 0.5 + 0.5 -> area resize to
 the input size (``F.interpolate(mode="area")``) -> (x - mean) / std per channel. Its quirk is kept: DINO and
-Swin use the CLIP mean with the ImageNet std.
+Swin use the CLIP mean with the ImageNet std. :class:`VisionBackbone` can also take the per-sample DiffAugment
+parameters of a call (``bb(img, augment=diffaugment_params(keys, policy, H, W))``) and then runs DiffAugment and
+this preprocessing as the one fused op :func:`fastgan.ops.vision_preprocess` wherever the benchmark
+``benchmarks/bench_preprocess.py`` showed it to be faster than the unfused composition (:data:`FUSED_IMPLS`), and
+as ``preprocess(apply_diffaugment(img, params))`` elsewhere; both give the same values to float rounding.
 """
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._io import sha256_file
+from ...ops import _dispatch
+from ...ops.vision_preprocess import vision_preprocess
+from ...train.augment import DiffAugmentParams, apply_diffaugment
 from . import convnets, swin, vit
 
 PathLike = Union[str, os.PathLike]
@@ -54,6 +61,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 OUTPUTS = ("multilevel", "conv", "pool")
+# Where the fused DiffAugment + preprocessing op pays, per device type: the impls that ``auto`` may pick for it there
+# (benchmarks/results/train.csv, cases preprocess_*: on CPU the cpp kernel is 6.0-21.7x faster than the unfused torch
+# composition with color,translation,cutout and 2.1-7.9x without augmentation, batch 16, 64 and 256 px -> 224, fwd,
+# bwd and fwd+bwd). GPU impls join this table once GPU rows of that benchmark show them ahead.
+FUSED_IMPLS: Dict[str, Tuple[str, ...]] = {"cpu": ("cpp",)}
+PREPROCESS_MODES = ("auto", "unfused", "ref", "cpp", "cuda", "triton")
 
 
 def preprocess(x: Tensor, size: Optional[int] = 224, mean: Sequence[float] = CLIP_MEAN,
@@ -278,6 +291,9 @@ class VisionBackbone(nn.Module):
         self.net = net
         self.register_buffer("mean", torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(info.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.mean_values = tuple(float(v) for v in info.mean)
+        self.std_values = tuple(float(v) for v in info.std)
+        self.preprocess_mode = "auto"
         self.requires_grad_(False)
         super().train(False)
 
@@ -294,12 +310,48 @@ class VisionBackbone(nn.Module):
             got = tuple(img.shape) if isinstance(img, Tensor) else type(img).__name__
             raise ValueError(f"{self.spec}: {arg} must be float RGB images (N, 3, H, W) in [-1, 1], got {got}")
 
-    def preprocess(self, img: Tensor) -> Tensor:
+    def fused_impl(self, img: Tensor, augment: Optional[DiffAugmentParams] = None) -> Optional[str]:
+        """The impl of :func:`fastgan.ops.vision_preprocess` that :meth:`preprocess` uses for this call, or None for
+        the unfused path. ``preprocess_mode`` (attribute): ``"auto"`` fuses where :data:`FUSED_IMPLS` lists the impl
+        that ``auto`` picks for ``img``'s device and dtype; ``"unfused"`` never fuses; an impl name always fuses with
+        that impl (an impl that cannot run raises). Policies the fused op does not implement (an op repeated, or the
+        ops out of the order brightness, saturation, contrast, translation, cutout) always run unfused."""
+        mode = self.preprocess_mode
+        if mode not in PREPROCESS_MODES:
+            raise ValueError(f"{self.spec}: preprocess_mode must be one of {PREPROCESS_MODES}, got {mode!r}")
+        if mode == "unfused" or (augment is not None and not augment.fusable):
+            return None
+        if mode != "auto":
+            return mode
+        dev = img.device.type
+        env = os.environ.get("FASTGAN_IMPL", "auto").strip() or "auto"  # the ops' global override
+        # the impl that `auto` would pick first (or the override); only it counts
+        first = [env] if env != "auto" else _dispatch.available_impls("vision_preprocess", dev)[:1]
+        for impl in first:
+            dtype = str(img.dtype).replace("torch.", "")
+            if impl in FUSED_IMPLS.get(dev, ()) and _dispatch._usable("vision_preprocess", impl, dev, dtype) is None:
+                return impl
+        return None
+
+    def preprocess(self, img: Tensor, augment: Optional[DiffAugmentParams] = None) -> Tensor:
+        """The backbone's input for ``img`` (N, 3, H, W) in [-1, 1]: DiffAugment with ``augment`` (parameters drawn
+        for these images by :func:`fastgan.train.augment.diffaugment_params`; None: no augmentation), then
+        :func:`preprocess` to the input size with the backbone's mean and std; fused when :meth:`fused_impl` says
+        so. Differentiable w.r.t. ``img``."""
         self._check(img)
+        if augment is not None and not isinstance(augment, DiffAugmentParams):
+            raise TypeError(f"{self.spec}: augment must be DiffAugmentParams (fastgan.train.augment."
+                            f"diffaugment_params) or None, got {type(augment).__name__}")
+        impl = self.fused_impl(img, augment)
+        if impl is not None:
+            return vision_preprocess(img, augment, self.input_size, self.mean_values, self.std_values, impl=impl)
+        if augment is not None:
+            img = apply_diffaugment(img, augment)
         return preprocess(img, self.input_size, self.mean.to(img.dtype), self.std.to(img.dtype))
 
-    def forward(self, img: Tensor) -> List[Tensor]:
-        return list(self.net.levels(self.preprocess(img), self.output))
+    def forward(self, img: Tensor, augment: Optional[DiffAugmentParams] = None) -> List[Tensor]:
+        """Feature levels of ``img`` (optionally DiffAugmented with ``augment``, see :meth:`preprocess`)."""
+        return list(self.net.levels(self.preprocess(img, augment), self.output))
 
     def pooled(self, img: Tensor) -> Tensor:
         return self.net.pooled(self.preprocess(img))

@@ -5,6 +5,10 @@
     loss_d = vd.loss_d(reals, fakes.detach(), step=step)    # scalar; heads get gradients
     loss_g = vd.loss_g(fakes, step=step)                    # scalar; gradient reaches the fake pixels only
 
+With gradient accumulation (several ``loss_d`` calls per discriminator step), pass ``ada_tick=False`` to every
+call and call :meth:`VisionAidedDiscriminator.ada_step` once after the step, so the per-backbone ADA controllers
+count discriminator steps, not micro-batches (this is what the training loop does).
+
 Backbones are not submodules: they are frozen, eval-mode modules built from their weight files, so they are in
 neither ``parameters()`` nor ``state_dict()``; ``.to()`` / ``.cuda()`` still move them. ``state_dict()`` holds
 the heads (spectral-norm vectors included) and each backbone's ADA probability and controller state;
@@ -28,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ...train import rng
-from ...train.augment import AdaController, AdaptiveAugment, diffaugment
+from ...train.augment import AdaController, AdaptiveAugment, diffaugment, diffaugment_params
 from .backbones import VisionBackbone, build_backbone, canonical_spec, parse_spec
 from .heads import build_head, check_loss, check_pairing, default_loss, vision_loss
 
@@ -48,11 +52,17 @@ class VisionAidedDiscriminator(nn.Module):
     ``backbones``: specs (``"clip-vit-b32"``, ``"random:pool"``, ...); ``weights``: spec -> weight file path;
     ``loss``: "auto" (vision-aided-gan's recipe, :func:`default_loss`), a loss name for every backbone, or a
     mapping spec -> loss; ``augment``: "diffaugment" (``diffaug_policy``, default color,translation,cutout),
-    "ada" (one ADA pipe per backbone, preset bgc, target ``ada_target`` = 0.3, updated every ``ada_interval``
-    ``loss_d`` calls by ``batch / (ada_kimg * 1000)`` from the sign of the last-level real logit, cutout after
-    ADA) or "none"; ``c_dim``: class-label size for projection heads (0: unconditional); ``seed``: heads'
-    initialisation and augmentation keys. Set ``ada_reduce`` to a function that sums a (2,) float64 tensor over
-    processes (e.g. an all-reduce) to drive ADA from the global statistics under torchrun.
+    "ada" (one ADA pipe per backbone, preset bgc, target ``ada_target`` = 0.3, cutout after ADA; every
+    ``ada_interval`` discriminator steps p moves by ``images / (ada_kimg * 1000)`` in the direction of
+    sign(r_t - target), r_t being the mean sign of the last-level real logits of those steps and ``images`` their
+    count) or "none"; ``c_dim``: class-label size for projection heads (0: unconditional); ``seed``: heads'
+    initialisation and augmentation keys.
+
+    A discriminator step is one :meth:`loss_d` call by default (``ada_tick=True``). With gradient accumulation,
+    call ``loss_d(..., ada_tick=False)`` for each micro-batch (the statistics accumulate) and :meth:`ada_step`
+    once per optimisation step, so p does not depend on the micro-batch count. Set ``ada_reduce`` to a function
+    that sums a float64 tensor over processes (e.g. an all-reduce; it gets one (k, 2) tensor of [sum of signs,
+    count] rows per update, one row per backbone due) to drive ADA from the global statistics under torchrun.
     """
 
     def __init__(self, backbones: Sequence[str] = (), *, weights: Optional[Mapping[str, str]] = None,
@@ -191,11 +201,18 @@ class VisionAidedDiscriminator(nn.Module):
         """One backbone's head logits (a list, one per level) for ``images``; ``grad=False`` runs augmentation
         and backbone without autograd (the head still builds a graph for its own parameters)."""
         keys = self._keys(spec, phase, step, index, images.shape[0])
+        bb = self._backbones[spec]
+
+        def run(x: Tensor) -> List[Tensor]:
+            if self.augment == "diffaugment":  # the backbone fuses augment + resize + normalise where it pays
+                return bb(x, augment=diffaugment_params(keys, self.diffaug_policy, x.shape[2], x.shape[3]))
+            return bb(self._augmented(spec, x, keys))
+
         if grad:
-            feats = self._backbones[spec](self._augmented(spec, images, keys))
+            feats = run(images)
         else:
             with torch.no_grad():
-                feats = self._backbones[spec](self._augmented(spec, images.detach(), keys))
+                feats = run(images.detach())
         return self.heads[_module_key(spec)](feats, c)
 
     def _require_active(self) -> None:
@@ -204,10 +221,14 @@ class VisionAidedDiscriminator(nn.Module):
 
     def loss_d(self, reals: Tensor, fakes: Tensor, c_real: Optional[Tensor] = None,
                c_fake: Optional[Tensor] = None, *, step: int = 0, index: Optional[Tensor] = None,
-               index_fake: Optional[Tensor] = None) -> Tensor:
+               index_fake: Optional[Tensor] = None, ada_tick: bool = True) -> Tensor:
         """Scalar sum over backbones of L(real) + L(fake). Augmentation and backbones run without autograd, so
         no gradient reaches ``reals`` or ``fakes`` (detaching fakes is still the caller's habit); the heads get
-        gradients. With ADA, each backbone's p is updated from its last-level real logits."""
+        gradients. With ADA, the signs of each backbone's last-level real logits are accumulated; ``ada_tick=True``
+        (one call per discriminator step) then counts the step with :meth:`ada_step`, ``False`` leaves that to
+        the caller (gradient accumulation: one :meth:`ada_step` after all of a step's micro-batches)."""
+        if not isinstance(ada_tick, bool):
+            raise TypeError(f"ada_tick must be a bool, got {ada_tick!r}")
         self._require_active()
         self._check_images(reals, "reals")
         self._check_images(fakes, "fakes")
@@ -221,7 +242,9 @@ class VisionAidedDiscriminator(nn.Module):
                 vision_loss(fake_logits, self._losses[spec], "fake")
             total = term if total is None else total + term
             if spec in self._ada:
-                self._ada_step(spec, real_logits[-1])
+                self._ada[spec].accumulate(real_logits[-1])
+        if ada_tick:
+            self.ada_step()
         return total
 
     def loss_g(self, fakes: Tensor, c: Optional[Tensor] = None, *, step: int = 0,
@@ -246,15 +269,21 @@ class VisionAidedDiscriminator(nn.Module):
         return total
 
     # -- ADA -----------------------------------------------------------------------------------------------
-    def _ada_step(self, spec: str, last_real_logits: Tensor) -> None:
-        ctrl = self._ada[spec]
-        ctrl.accumulate(last_real_logits)
-        if ctrl.tick():
-            pending = ctrl.pending()
+    def ada_step(self) -> Dict[str, float]:
+        """Count one discriminator optimisation step for every backbone's ADA controller. Each controller whose
+        ``ada_interval`` is complete updates its p from the real-logit signs accumulated since its last update
+        (summed over processes by ``ada_reduce``: one call per step that has an update, all such backbones in one
+        (k, 2) tensor). Returns the per-backbone p (empty unless ``augment="ada"``)."""
+        due = [s for s in self.backbone_names if s in self._ada and self._ada[s].tick()]
+        if due:
+            pending = torch.stack([self._ada[s].pending().to(self.device) for s in due])
             if self.ada_reduce is not None:
                 pending = self.ada_reduce(pending)
-            ctrl.update(pending, num_images=int(round(float(pending[1]))))
-            self.ada_pipes[_module_key(spec)].p.fill_(ctrl.p)
+            pending = pending.detach().double().cpu()
+            for spec, row in zip(due, pending):
+                self._ada[spec].update(row, num_images=int(round(float(row[1]))))
+                self.ada_pipes[_module_key(spec)].p.fill_(self._ada[spec].p)
+        return self.ada_p()
 
     def ada_p(self) -> Dict[str, float]:
         """Per-backbone ADA probability (empty unless ``augment="ada"``)."""
