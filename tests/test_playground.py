@@ -439,7 +439,9 @@ def test_cli_end_to_end_small(tmp_path, capsys):
     args = ["playground", "--outdir", str(out), "--seed", "2", "--workers", "0", "--pretrain-steps", "31",
             "--save-every", "10", "--finetune-steps", "11", "--eval-every", "5", "--w1-points", "64",
             "--metric-points", "64", "--bootstrap", "50", "--w1-solver", "assignment"]
-    assert cli.main(args) == 0
+    torch.set_num_threads(2)  # the file's fixture restores its own value afterwards
+    assert cli.main(args) == 0  # --threads 1 (default) holds for the study only: cli.main may run in-process
+    assert torch.get_num_threads() == 2
     res = _check_outdir(out, 8)
     assert res["seed"] == 2 and res["protocol"]["w1_points"] == 64 and res["protocol"]["eval_steps"] == [0, 5, 10]
     assert res["protocol"]["w1_solver"] == "assignment" and "scipy" in res["conventions"]["w1"]

@@ -313,14 +313,28 @@ def test_synthetic_primitives_stream_trains(tmp_path):
 
 
 def test_grad_accumulation_matches_full_batch(data16, tmp_path):
-    """--batch-gpu only splits the work: 2 rounds of 4 give the update of 1 round of 8 (mbstd group 4 in both)."""
+    """--batch-gpu only splits the work: 2 rounds of 4 give the update of 1 round of 8 (mbstd group 4 in both).
+
+    The gradients agree to float rounding, but Adam's first steps move each weight by about lr * sign(grad): where a
+    gradient component is ~0 the two summation orders can give it opposite signs, and that weight then differs by
+    up to 2 * lr per step. So nearly every weight must match to 1e-4 and the rest by no more than those flips (with
+    1 torch thread about 0.25 % of the elements flip, with 2 none)."""
     a = train(opts(data16, tmp_path / "a", kimg=0.016, mbstd=4), quiet=True)
     b = train(opts(data16, tmp_path / "b", kimg=0.016, mbstd=4, batch_gpu=4), quiet=True)
     sa = load_state(a.run_dir / "training-state-000000.016.pt")["networks"]
     sb = load_state(b.run_dir / "training-state-000000.016.pt")["networks"]
+    steps, lr = 2, 0.0025  # 16 images at batch 8; the tiny config's lr
+    total = off = 0
     for name in sa:
         for k, v in sa[name]["state_dict"].items():
-            torch.testing.assert_close(v, sb[name]["state_dict"][k], rtol=1e-4, atol=1e-5, msg=f"{name}.{k}")
+            w = sb[name]["state_dict"][k]
+            if not v.is_floating_point():
+                assert torch.equal(v, w), f"{name}.{k}"
+                continue
+            total += v.numel()
+            off += int((~torch.isclose(v, w, rtol=1e-4, atol=1e-5)).sum())
+            assert (v - w).abs().max().item() <= 2 * lr * steps + 1e-5, f"{name}.{k}"
+    assert off <= 0.005 * total, f"{off} of {total} weights differ beyond 1e-4"
 
 
 @pytest.mark.slow

@@ -8,16 +8,33 @@ from __future__ import annotations
 import argparse
 
 
-def _cmd_playground(args: argparse.Namespace) -> int:
-    import torch
+class _Threads:
+    """torch intra-op threads set to ``n`` for a study and restored afterwards (``cli.main`` may run in-process)."""
 
+    def __init__(self, n: int):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"--threads must be >= 1, got {n}")
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)
+
+
+def _cmd_playground(args: argparse.Namespace) -> int:
     from .study import PlaygroundConfig, run_study
 
     if args.outdir is None:  # required for the 2-D study only (image-scale has a default)
         args.playground_parser.error("the following arguments are required: --outdir")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    threads = _Threads(args.threads)
     overrides = {}
     if args.families:
         overrides["families"] = tuple(f.strip() for f in args.families.split(",") if f.strip())
@@ -32,8 +49,9 @@ def _cmd_playground(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
     log = (lambda s: None) if args.quiet else print
-    run_study(args.outdir, config, seed=args.seed, workers=args.workers, plots=not args.no_plots,
-              progress=False if args.quiet else args.progress, log=log)
+    with threads:
+        run_study(args.outdir, config, seed=args.seed, workers=args.workers, plots=not args.no_plots,
+                  progress=False if args.quiet else args.progress, log=log)
     return 0
 
 
@@ -88,13 +106,9 @@ def add_playground_parser(sub) -> None:
 
 
 def _cmd_image_scale(args: argparse.Namespace) -> int:
-    import torch
-
     from .image_scale import ImageScaleConfig, run_image_scale
 
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    threads = _Threads(args.threads)
     overrides = {}
     if args.seeds is not None:
         overrides["finetune_seeds"] = args.seeds
@@ -106,8 +120,9 @@ def _cmd_image_scale(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     config = (ImageScaleConfig.quick if args.quick else ImageScaleConfig.full)(**overrides)
-    run_image_scale(config, args.outdir, seed=args.seed, device=args.device, plots=not args.no_plots,
-                    progress=None if args.quiet else (lambda line: print(line, flush=True)))
+    with threads:
+        run_image_scale(config, args.outdir, seed=args.seed, device=args.device, plots=not args.no_plots,
+                        progress=None if args.quiet else (lambda line: print(line, flush=True)))
     return 0
 
 
