@@ -127,6 +127,22 @@ def test_forward_and_reverse_directions_agree(monkeypatch):
         torch.testing.assert_close(fwd, rev, atol=5e-4, rtol=0, msg=impl)
 
 
+def test_dense_projection_cache_equals_streamed_rows(monkeypatch):
+    """Small P is materialised once and reused; the values equal regenerating its rows chunk by chunk."""
+    from fastgan.sampling import magnet as mg
+
+    G = Toy()
+    z = torch.randn(4, 6)
+    cached = {d: jlsv(G, z, proj_dim=12, seed=4, direction=d, chunk=5) for d in ("forward", "reverse")}
+    assert any(k[:3] == (12, 40, 4) for k in mg._DENSE_P)
+    monkeypatch.setattr(mg, "DENSE_P_BYTES", 0)
+    mg._DENSE_P.clear()
+    for d, want in cached.items():
+        torch.testing.assert_close(jlsv(G, z, proj_dim=12, seed=4, direction=d, chunk=5), want, atol=1e-6, rtol=0)
+    assert not mg._DENSE_P
+    assert mg._dense_projection(12, 40, 4, "cpu", "auto") is None
+
+
 class _NoForwardMode(torch.autograd.Function):
     """tanh without a jvp rule: torch.func.jvp cannot go through it."""
 

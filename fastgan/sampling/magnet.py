@@ -3,7 +3,8 @@
 For a latent z and the flattened output y = vec(G(z)) (D values), J = ∂y/∂z is D × d. MaGNET measures the
 volume of the learned manifold at z with the product of J's largest singular values; to keep the work at a few
 VJPs it projects the output first: J_P = P·J with P (proj_dim × D) a fixed random matrix with orthonormal rows
-(:func:`fastgan.ops.random_projection`; never stored densely, its rows are regenerated chunk by chunk). Row i of
+(:func:`fastgan.ops.random_projection`; when larger than ``DENSE_P_BYTES`` it is never stored densely and its
+rows are regenerated chunk by chunk, else it is materialised once and reused). Row i of
 J_P is the vector-Jacobian product of the cotangent P[i] (an image), so J_P costs one forward pass per latent batch
 and proj_dim backward passes, run as *batched* VJPs: ``chunk`` cotangents at once, vmapped over the cotangent
 axis (``torch.func.vjp`` + ``torch.func.vmap``, or ``torch.autograd.grad(..., is_grads_batched=True)`` for
@@ -164,6 +165,26 @@ def _param_ptrs(generator) -> set:
     return out
 
 
+DENSE_P_BYTES = 64 << 20  # P (proj_dim x D float32) up to this size is materialised once and reused
+_DENSE_P: dict = {}
+
+
+def _dense_projection(proj_dim: int, dim: int, seed: int, device, impl: str) -> Optional[Tensor]:
+    """The (proj_dim, D) float32 P of ``random_projection`` as a dense matrix when it is at most DENSE_P_BYTES
+    (kept for the next call with the same arguments, one at a time), else None. Regenerating P's rows costs far
+    more than a GEMM with them, and small generators compute many batches with one P."""
+    if proj_dim * dim * 4 > DENSE_P_BYTES:
+        return None
+    key = (proj_dim, dim, seed, str(device), impl)
+    if key not in _DENSE_P:
+        from ..ops import random_projection
+
+        _DENSE_P.clear()
+        eye = torch.eye(proj_dim, dtype=torch.float32, device=device)
+        _DENSE_P[key] = random_projection(eye, proj_dim, seed, True, shape=dim, impl=impl)
+    return _DENSE_P[key]
+
+
 def _cotangents(proj_dim: Optional[int], rows: slice, dim: int, seed: int, device, impl: str) -> Tensor:
     """(rows, D) float32: rows of P (or of the identity for the exact Jacobian)."""
     n = rows.stop - rows.start
@@ -171,6 +192,9 @@ def _cotangents(proj_dim: Optional[int], rows: slice, dim: int, seed: int, devic
         v = torch.zeros(n, dim, dtype=torch.float32, device=device)
         v[torch.arange(n, device=device), torch.arange(rows.start, rows.stop, device=device)] = 1
         return v
+    dense = _dense_projection(proj_dim, dim, seed, device, impl)
+    if dense is not None:
+        return dense[rows]
     from ..ops import random_projection
 
     sel = torch.zeros(n, proj_dim, dtype=torch.float32, device=device)
@@ -222,7 +246,10 @@ def _forward_jacobian(f, x: Tensor, cb: Optional[Tensor], d: int, step: int, pro
         finite &= torch.isfinite(jc).all(dim=2).all(dim=0)
         jc = torch.nan_to_num(jc.detach())
         if proj_dim is not None:
-            jc = random_projection(jc.flatten(0, 1), proj_dim, seed, impl=impl).unflatten(0, jc.shape[:2])
+            dense = _dense_projection(proj_dim, jc.shape[2], seed, jc.device, impl)
+            flat = jc.flatten(0, 1)
+            flat = flat @ dense.t() if dense is not None else random_projection(flat, proj_dim, seed, impl=impl)
+            jc = flat.unflatten(0, jc.shape[:2])
         cols.append(jc)
     jac = torch.cat(cols).permute(1, 2, 0)  # (B, proj_dim or D, d)
     if proj_dim is not None:
