@@ -117,7 +117,7 @@ def test_forward_and_reverse_directions_agree(monkeypatch):
         rev = jlsv(G, z, proj_dim=proj, seed=2, direction="reverse")
         torch.testing.assert_close(fwd, rev, atol=1e-5, rtol=0, msg=str(proj))
         torch.testing.assert_close(jlsv(G, z, proj_dim=proj, seed=2), fwd, atol=1e-5, rtol=0)  # auto
-    # fastgan's Generator, through the fused modulated-conv kernel's forward-mode rule and the reference path
+    # fastgan's Generator (its written-out forward mode), with the fused kernels and with the reference path
     for impl in ("auto", "ref"):
         monkeypatch.setenv("FASTGAN_IMPL", impl)
         Gt = tiny_g()

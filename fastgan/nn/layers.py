@@ -73,6 +73,51 @@ def bias_act(x: Tensor, b: Optional[Tensor], act: str = "linear", gain: Optional
     return x
 
 
+def act_slope(x: Tensor, b: Optional[Tensor], act: str = "linear", gain: Optional[float] = None,
+              clamp: Optional[float] = None) -> Optional[Tensor]:
+    """The elementwise derivative of :func:`bias_act` with respect to x (same arguments): the gain times the
+    activation's slope at x + b, zero where the clamp saturates; None when it is the constant 1 (linear, gain 1,
+    no clamp). Where the derivative is ambiguous it follows torch's autograd (lrelu: slope 1 only for x + b > 0;
+    clamp: 1 on the closed interval)."""
+    if act not in ("linear", "lrelu"):
+        raise ValueError(f"unknown activation {act!r}; expected 'linear' or 'lrelu'")
+    gain = (LRELU_GAIN if act == "lrelu" else 1.0) if gain is None else float(gain)
+    has_clamp = clamp is not None and clamp >= 0
+    if act == "linear" and gain == 1 and not has_clamp:
+        return None
+    z = x if b is None else x + b.to(x.dtype).reshape([1, -1] + [1] * (x.dim() - 2))
+    if act == "lrelu":
+        slope = torch.where(z > 0, gain, gain * 0.2).to(z.dtype)
+        v = F.leaky_relu(z, 0.2)
+    else:
+        slope = torch.full_like(z, gain)
+        v = z
+    if has_clamp:
+        v = v * gain if gain != 1 else v
+        slope = slope * ((v >= -clamp) & (v <= clamp)).to(slope.dtype)
+    return slope
+
+
+def _tangent_input(x: Tensor, dx: Optional[Tensor], styles: Tensor, dstyles: Tensor) -> Tensor:
+    """(V, B, C, H, W) tangent of the modulated input x * s: x * ds + dx * s (dx None means zero)."""
+    a = x * dstyles[..., None, None]
+    if dx is not None:
+        a.addcmul_(dx, styles[:, :, None, None])
+    return a
+
+
+def _check_tangent_args(x: Tensor, dx: Optional[Tensor], w: Tensor, dw: Tensor, noise_mode: str) -> None:
+    if x.dtype != torch.float32:
+        raise ValueError(f"forward_tangents runs in float32 (the force_fp32 path), got x of dtype {x.dtype}")
+    if dw.dim() != 3 or dw.shape[1:] != w.shape:
+        raise ValueError(f"dw must have shape (V, {w.shape[0]}, {w.shape[1]}) (tangents of w), got {tuple(dw.shape)}")
+    if dx is not None and dx.shape != (dw.shape[0],) + tuple(x.shape):
+        raise ValueError(f"dx must have shape {(dw.shape[0],) + tuple(x.shape)} (tangents of x), got {tuple(dx.shape)}")
+    if noise_mode not in ("const", "none"):
+        raise ValueError(f"forward_tangents needs a deterministic layer: noise_mode 'const' or 'none', got "
+                         f"{noise_mode!r}")
+
+
 def normalize_2nd_moment(x: Tensor, eps: float = 1e-8) -> Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
@@ -99,6 +144,12 @@ class FullyConnectedLayer(nn.Module):
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation)
+
+    def tangent(self, dx: Tensor) -> Tensor:
+        """Forward-mode derivative of a linear layer along tangents ``dx`` (..., in_features): dx @ W_eff^T."""
+        if self.activation != "linear":
+            raise ValueError(f"tangent() needs a linear layer, this one has activation={self.activation!r}")
+        return dx.matmul((self.weight.to(dx.dtype) * self.weight_gain).t())
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
@@ -225,8 +276,8 @@ class SynthesisLayer(nn.Module):
     def _noise(self, x: Tensor, noise_mode: str, noise_keys: Optional[Tensor]) -> Optional[Tensor]:
         if not self.use_noise or noise_mode == "none":
             return None
-        if noise_mode == "const":
-            return (self.noise_const * self.noise_strength).to(x.dtype)
+        if noise_mode == "const":  # (1, 1, r, r): same-rank broadcasting keeps torch.func's batched adds cheap
+            return (self.noise_const * self.noise_strength).to(x.dtype)[None, None]
         if noise_mode != "random":
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
         r = self.resolution
@@ -260,6 +311,43 @@ class SynthesisLayer(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act="lrelu", gain=LRELU_GAIN * gain, clamp=clamp)
 
+    @torch.no_grad()
+    def forward_tangents(self, x: Tensor, dx: Optional[Tensor], w: Tensor, dw: Tensor, noise_mode: str = "const",
+                         gain: float = 1.0) -> tuple[Tensor, Tensor]:
+        """The output (as :meth:`forward` in float32) and its forward-mode derivatives along V tangents at once.
+
+        x (B, Cin, h, w) float32 and its tangents dx (V, B, Cin, h, w) (None: zero), w (B, w_dim) and dw
+        (V, B, w_dim). Returns y (B, Cout, H, W) and dy (V, B, Cout, H, W). With s the styles, d the demodulation
+        coefficients and M the slope of bias_act at the pre-activation, dy = M * (u * d + out * dlog d) where u
+        is the convolution of the tangent input x * ds + dx * s (one shared-weight convolution for all V·B
+        tangents) and out the demodulated convolution: two tangent-sized passes before the convolution and two
+        after it, where ``torch.func.jvp`` through :meth:`forward` runs about a dozen. Values only: the result
+        is not differentiable."""
+        _check_tangent_args(x, dx, w, dw, noise_mode)
+        styles, dstyles = self.affine(w), self.affine.tangent(dw)
+        weight = self.folded_weight()
+        q = weight.square().sum(dim=[2, 3])  # (Cout, Cin)
+        d = (styles.square() @ q.t() + 1e-8).rsqrt()  # (B, Cout)
+        a = _tangent_input(x, dx, styles, dstyles).flatten(0, 1)
+        if self.up == 1:
+            out = modulated_conv2d(x, weight, styles, demodulate=True, padding=self.padding, impl=self.impl)
+            u = F.conv2d(a, weight, padding=self.padding)
+        else:
+            wt = weight.transpose(0, 1)
+            out = x * styles[:, :, None, None]
+            out = upfirdn2d(F.conv_transpose2d(out, wt, stride=2), self.resample_filter, padding=self._up_pad, gain=4)
+            out = out * d[:, :, None, None]
+            u = upfirdn2d(F.conv_transpose2d(a, wt, stride=2), self.resample_filter, padding=self._up_pad, gain=4)
+        u = u.unflatten(0, dw.shape[:2])
+        dlogd = -d.square() * ((styles * dstyles) @ q.t())  # (V, B, Cout): d(log d) along each tangent
+        noise = self._noise(out, noise_mode, None)
+        pre = out if noise is None else out + noise
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        y = bias_act(pre, self.bias, act="lrelu", gain=LRELU_GAIN * gain, clamp=clamp)
+        slope = act_slope(pre, self.bias, act="lrelu", gain=LRELU_GAIN * gain, clamp=clamp)
+        u.mul_(slope * d[:, :, None, None]).addcmul_(slope * out, dlogd[..., None, None])
+        return y, u
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, resolution={self.resolution}, up={self.up}, "
                 f"use_noise={self.use_noise}" + (", adafm=True" if self.adafm else ""))
@@ -282,3 +370,19 @@ class ToRGBLayer(nn.Module):
         x = modulated_conv2d(x, self.weight.to(x.dtype), styles.to(x.dtype), demodulate=False, padding=0,
                              impl=self.impl)
         return bias_act(x, self.bias, clamp=self.conv_clamp)
+
+    @torch.no_grad()
+    def forward_tangents(self, x: Tensor, dx: Optional[Tensor], w: Tensor, dw: Tensor) -> tuple[Tensor, Tensor]:
+        """The output (float32) and its derivatives along V tangents, as
+        :meth:`SynthesisLayer.forward_tangents`: one 1x1 convolution of x * ds + dx * s, masked where the clamp
+        saturates."""
+        _check_tangent_args(x, dx, w, dw, "none")
+        styles = self.affine(w) * self.weight_gain
+        dstyles = self.affine.tangent(dw) * self.weight_gain
+        out = modulated_conv2d(x, self.weight, styles, demodulate=False, padding=0, impl=self.impl)
+        y = bias_act(out, self.bias, clamp=self.conv_clamp)
+        u = F.conv2d(_tangent_input(x, dx, styles, dstyles).flatten(0, 1), self.weight).unflatten(0, dw.shape[:2])
+        slope = act_slope(out, self.bias, clamp=self.conv_clamp)
+        if slope is not None:
+            u.mul_(slope)
+        return y, u

@@ -247,7 +247,8 @@ class _TransformableModConv(torch.autograd.Function):
     same kernels through this Function: forward and backward call the registered ops, and ``generate_vmap_rule``
     vmaps them with the ops' batching rules (``_register_modconv_vmap``), so ``vmap(vjp_fn)`` over many cotangents
     runs one folded backward kernel instead of one per cotangent; forward mode (``jvp``, ``jacfwd``) has its own
-    rule below. Outside transforms the ops are called directly. The backward kernel itself has no derivative, so under transforms the fused impls give first derivatives
+    rule below. Outside transforms the ops are called directly. The backward kernel itself has no derivative, so
+    under transforms the fused impls give first derivatives
     (``vjp``, ``jacrev``, ``grad``); for second derivatives use ``impl="ref"`` (or plain autograd with
     ``create_graph=True``, where the registered backward differentiates the torch composition)."""
 
@@ -269,19 +270,22 @@ class _TransformableModConv(torch.autograd.Function):
     def jvp(ctx, dx, dweight, dstyles, *_):
         """Forward mode (``torch.func.jvp`` / ``jacfwd``) from the decomposed form y = conv(x * s, W) * d with
         d = rsqrt(s^2 q^T + eps), q = sum_k W^2: one shared-weight convolution per tangent (two with a weight
-        tangent), the primal conv recovered as out / d."""
+        tangent) of dx * s + x * ds, then dy * d + out * (dd / d) (the primal conv is out / d). Fused
+        multiply-adds keep the tangent-sized passes to five around the convolution."""
         x, weight, styles, out = ctx.saved_tensors
-        demodulate, padding, _ = ctx.args
-        eps = ctx.args[2]
-        da = None
-        if dx is not None:
-            da = dx * styles[:, :, None, None]
-        if dstyles is not None:
-            t = x * dstyles[:, :, None, None]
-            da = t if da is None else da + t
+        demodulate, padding, eps = ctx.args
+        sc = styles[:, :, None, None]
+        if dx is not None and dstyles is not None:
+            da = torch.addcmul(x * dstyles[:, :, None, None], dx, sc)
+        elif dx is not None:
+            da = dx * sc
+        elif dstyles is not None:
+            da = x * dstyles[:, :, None, None]
+        else:
+            da = None
         dy = None if da is None else F.conv2d(da, weight, padding=padding)
         if dweight is not None:
-            t = F.conv2d(x * styles[:, :, None, None], dweight, padding=padding)
+            t = F.conv2d(x * sc, dweight, padding=padding)
             dy = t if dy is None else dy + t
         if dy is None:
             return torch.zeros_like(out)
@@ -289,14 +293,16 @@ class _TransformableModConv(torch.autograd.Function):
             return dy
         q = weight.square().sum(dim=(2, 3))  # (Cout, Cin)
         d = torch.rsqrt(styles.square() @ q.t() + eps)  # (N, Cout)
-        dsum = torch.zeros_like(d)  # d(s^2 q^T)
+        dsum = None  # d(s^2 q^T)
         if dstyles is not None:
-            dsum = dsum + (2 * styles * dstyles) @ q.t()
+            dsum = (2 * styles * dstyles) @ q.t()
         if dweight is not None:
-            dsum = dsum + styles.square() @ (2 * (weight * dweight).sum(dim=(2, 3))).t()
-        dd = -0.5 * d.pow(3) * dsum
-        y0 = out / d[:, :, None, None]
-        return dy * d[:, :, None, None] + y0 * dd[:, :, None, None]
+            t = styles.square() @ (2 * (weight * dweight).sum(dim=(2, 3))).t()
+            dsum = t if dsum is None else dsum + t
+        if dsum is None:
+            return dy * d[:, :, None, None]
+        rel = -0.5 * d.square() * dsum  # dd / d
+        return torch.addcmul(out * rel[:, :, None, None], dy, d[:, :, None, None])
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -9,15 +9,19 @@ J_P is the vector-Jacobian product of the cotangent P[i] (an image), so J_P cost
 and proj_dim backward passes, run as *batched* VJPs: ``chunk`` cotangents at once, vmapped over the cotangent
 axis (``torch.func.vjp`` + ``torch.func.vmap``, or ``torch.autograd.grad(..., is_grads_batched=True)`` for
 generators whose custom autograd functions torch.func cannot transform; ``vjp="auto"`` picks). The top_k
-log σ then come from :func:`fastgan.ops.log_singular_values` (Gram matrix and a float64 symmetric eigensolve). ``proj_dim=None`` uses P = I: the exact Jacobian, accumulated as the float64
+log σ then come from :func:`fastgan.ops.log_singular_values` (Gram matrix and a float64 symmetric eigensolve).
+``proj_dim=None`` uses P = I: the exact Jacobian, accumulated as the float64
 d × d Gram JᵀJ over chunks of output rows (memory O(d²), not O(D·d)).
 
 Forward mode. When the latent is smaller than the projection (d < proj_dim, or any d for the exact Jacobian),
-d Jacobian-vector products are fewer passes than proj_dim VJPs: ``direction="forward"`` gets the columns J·e_j with
-``torch.func.jvp`` vmapped over ``chunk`` unit tangents and projects each column with the same P (so both
-directions compute the same J_P, to float rounding). ``direction="auto"`` (the default) takes forward mode when
-d < proj_dim (exact: when the d columns fit in ``max_memory``) and the generator supports ``torch.func.jvp``
-(fastgan's fused modulated conv has a forward-mode rule; tried on the first batch), and reverse mode otherwise.
+d Jacobian-vector products are fewer passes than proj_dim VJPs: ``direction="forward"`` gets the columns J·e_j for
+``chunk`` unit tangents at once and projects each column with the same P (so both directions compute the same J_P,
+to float rounding). fastgan's Generator has its forward mode written out
+(:meth:`~fastgan.nn.Generator.forward_tangents`: all tangents through each layer at once, about half the time of
+the traced transform); other generators go through ``torch.func.jvp`` vmapped over the tangents (fastgan's fused
+modulated conv has a forward-mode rule there too). ``direction="auto"`` (the default) takes forward mode when
+d < proj_dim (exact: when the d columns fit in ``max_memory``) and the generator supports it (``torch.func.jvp``
+is tried on the first batch), and reverse mode otherwise.
 
 Since P has orthonormal rows, σ_i(P·J) ≤ σ_i(J) (interlacing), with equality when proj_dim = D.
 
@@ -26,8 +30,8 @@ latent batch in flight. Unless ``chunk`` is given, it is chosen per call as ``ma
 least 1, at most proj_dim), where S is the number of bytes autograd saved during the batch's forward (measured
 with saved-tensor hooks, parameters excluded) and B·D·4 the cotangents. ``max_memory`` defaults to half the free
 memory of the CUDA device, or 1 GiB on the CPU; on the CPU a chunk also has at most ``CPU_MAX_CHUNK`` (16
-cotangents, 32 tangents), because wider passes are compute-bound there and only leave the caches. ``batch_size`` latents go
-through the generator at once.
+cotangents, 32 tangents), because wider passes are compute-bound there and only leave the caches. ``batch_size``
+latents go through the generator at once.
 
 Determinism. The generator must be a deterministic function of its inputs and treat batch samples
 independently (eval mode; no batch statistics): fastgan's :class:`~fastgan.nn.Generator` runs with
@@ -56,7 +60,8 @@ __all__ = ["jacobian_log_singular_values", "default_max_memory", "is_style_gener
 
 CPU_MAX_MEMORY = 1 << 30
 # On the CPU wider batched passes are compute-bound and only leave the caches. Measured on the tiny 64 px generator,
-# 2 latents: reverse 0.88 s at 16 cotangents vs 1.47 s at 64; forward 0.80 s at 24-32 tangents vs 1.06 s at 64.
+# 2 latents: reverse 0.88 s at 16 cotangents vs 1.47 s at 64; forward (written-out tangents) 0.31 s at 32 tangents
+# vs 0.41 s at 16 and 0.45 s at 64.
 CPU_MAX_CHUNK = {"reverse": 16, "forward": 32}
 WRT = ("z", "w")
 VJP_MODES = ("auto", "func", "autograd")
@@ -95,7 +100,9 @@ def _int_arg(v, name: str, low: int) -> int:
 
 
 def _make_fn(generator, wrt: str, truncation_psi: float, noise_mode: str):
-    """(prepare(z, c) -> variable x, f(x, c) -> output) for the chosen differentiation variable."""
+    """(prepare(z, c) -> variable x, f(x, c) -> output, tangents) for the chosen differentiation variable.
+    ``tangents(x, c, v)`` -> (y (B, D), J·v (R, B, D)) for R tangents v (R, B, d) is the written-out forward mode of
+    fastgan's Generator (:meth:`~fastgan.nn.Generator.forward_tangents`), None for other generators."""
     if is_style_generator(generator):
         from ..nn.networks import Generator
 
@@ -109,6 +116,10 @@ def _make_fn(generator, wrt: str, truncation_psi: float, noise_mode: str):
 
             def f(x, c):
                 return generator(x, c, truncation_psi=truncation_psi, **kw)
+
+            def tangents(x, c, v):
+                img, dimg = generator.forward_tangents(x, v, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
+                return img.flatten(1), dimg.flatten(2)
         else:
             def prepare(z, c):
                 with torch.no_grad():
@@ -117,7 +128,13 @@ def _make_fn(generator, wrt: str, truncation_psi: float, noise_mode: str):
 
             def f(x, c):
                 return generator.synthesis(x.unsqueeze(1).expand(-1, generator.num_ws, -1), **kw)
-        return prepare, f
+
+            def tangents(x, c, v):
+                n = generator.num_ws
+                img, dimg = generator.synthesis.forward_tangents(x.unsqueeze(1).expand(-1, n, -1),
+                                                                 v.unsqueeze(2).expand(-1, -1, n, -1), noise_mode)
+                return img.flatten(1), dimg.flatten(2)
+        return prepare, f, (tangents if ours else None)
     if wrt != "z":
         raise ValueError("wrt='w' needs a style-based generator (with mapping, synthesis and num_ws attributes)")
     if truncation_psi != 1:
@@ -129,7 +146,7 @@ def _make_fn(generator, wrt: str, truncation_psi: float, noise_mode: str):
     def f(x, c):
         return generator(x) if c is None else generator(x, c)
 
-    return (lambda z, c: z), f
+    return (lambda z, c: z), f, None
 
 
 class _SavedBytes:
@@ -211,11 +228,21 @@ def _batched_vjp(vjp_mode: str, y: Optional[Tensor], x: Tensor, vjp_fn: Optional
     return g
 
 
-def _batched_jvp(f, x: Tensor, cb: Optional[Tensor], cols: slice) -> tuple[Tensor, Tensor]:
-    """(y (B, D), J columns (R, B, D)): the output and J·e_j for the unit tangents j in ``cols``, for every sample."""
+def _unit_tangents(x: Tensor, cols: slice) -> Tensor:
+    """(R, B, d): the unit vectors e_j, j in ``cols``, for every sample of the batch x (B, d)."""
     r = cols.stop - cols.start
     tangents = torch.zeros(r, x.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
     tangents[torch.arange(r), :, torch.arange(cols.start, cols.stop)] = 1
+    return tangents
+
+
+def _batched_jvp(f, x: Tensor, cb: Optional[Tensor], cols: slice,
+                 written: Optional[Callable] = None) -> tuple[Tensor, Tensor]:
+    """(y (B, D), J columns (R, B, D)): the output and J·e_j for the unit tangents j in ``cols``, for every sample;
+    from the generator's written-out forward mode when given, else ``torch.func.jvp`` vmapped over the tangents."""
+    tangents = _unit_tangents(x, cols)
+    if written is not None:
+        return written(x, cb, tangents)
 
     def one(v):
         return torch.func.jvp(lambda t: f(t, cb).flatten(1).float(), (x,), (v,))
@@ -233,14 +260,14 @@ def _supports_jvp(f, x: Tensor, cb: Optional[Tensor]) -> bool:
 
 
 def _forward_jacobian(f, x: Tensor, cb: Optional[Tensor], d: int, step: int, proj_dim: Optional[int], seed: int,
-                      impl: str) -> tuple[Tensor, Tensor]:
+                      impl: str, written: Optional[Callable] = None) -> tuple[Tensor, Tensor]:
     """Forward mode: (finite mask (B,), P·J (B, proj_dim, d) float32, or the float64 Gram JᵀJ (B, d, d) when
     proj_dim is None), from the columns J·e_j in chunks of ``step`` tangents."""
     from ..ops import random_projection
 
     finite, cols = None, []
     for c0 in range(0, d, step):
-        y, jc = _batched_jvp(f, x, cb, slice(c0, min(d, c0 + step)))  # (B, D), (R, B, D)
+        y, jc = _batched_jvp(f, x, cb, slice(c0, min(d, c0 + step)), written)  # (B, D), (R, B, D)
         if finite is None:
             finite = torch.isfinite(y).all(dim=1)
         finite &= torch.isfinite(jc).all(dim=2).all(dim=0)
@@ -363,7 +390,7 @@ def jacobian_log_singular_values(generator, z: Tensor, *, c: Optional[Tensor] = 
         _int_arg(max_memory, "max_memory", 1)
 
     device = _device_of(generator, z.device)
-    prepare, f = _make_fn(generator, wrt, float(truncation_psi), noise_mode)
+    prepare, f, written = _make_fn(generator, wrt, float(truncation_psi), noise_mode)
     if max_memory is None:
         max_memory = default_max_memory(device)
     exclude = _param_ptrs(generator)
@@ -396,8 +423,8 @@ def jacobian_log_singular_values(generator, z: Tensor, *, c: Optional[Tensor] = 
                                  f"{'D' if proj_dim is None else 'proj_dim'}={k_total} and d={d})")
             columns_fit = proj_dim is not None or bsz * out_dim * d * 12 <= max_memory  # fp32 J + fp64 Gram pass
             if forward is None:
-                forward = d < k_total and columns_fit and _supports_jvp(f, x, cb)
-            elif forward and not _supports_jvp(f, x, cb):
+                forward = d < k_total and columns_fit and (written is not None or _supports_jvp(f, x, cb))
+            elif forward and written is None and not _supports_jvp(f, x, cb):
                 raise ValueError("direction='forward' needs torch.func.jvp through the generator, and it failed "
                                  "(an op without a forward-mode rule?); use direction='reverse' or 'auto'")
             per_pass = max(1, meter.total + bsz * out_dim * 4)
@@ -405,7 +432,7 @@ def jacobian_log_singular_values(generator, z: Tensor, *, c: Optional[Tensor] = 
             step = chunk or max(1, min(d if forward else k_total, max_memory // per_pass, cap))
         exact = proj_dim is None
         if forward:
-            finite, jac = _forward_jacobian(f, x, cb, d, step, proj_dim, seed, impl)
+            finite, jac = _forward_jacobian(f, x, cb, d, step, proj_dim, seed, impl, written)
         else:
             finite, jac, mode = _reverse_jacobian(f, x, cb, mode, step, proj_dim, k_total, out_dim, seed, impl,
                                                   device, exact)
