@@ -6,8 +6,9 @@ a batch of latents of fastgan's StyleGAN2-style :class:`~fastgan.nn.Generator` (
 
 * ``ref`` / ``cpp`` / ``cuda`` / ``triton``: :func:`fastgan.sampling.jacobian_log_singular_values` with that
   ``impl`` for ``random_projection`` and ``log_singular_values`` (the generator keeps its own default dispatch)
-  and its default ``direction="auto"``: forward mode (d = 64 JVPs) for the CPU ``tiny`` preset, where d < proj,
-  and reverse mode (proj batched VJPs) for ``stylegan2``, where d = 512;
+  and its default ``direction="auto"``: forward mode (d = 64 JVPs, the generator's written-out
+  ``forward_tangents``) for the CPU ``tiny`` preset, where d < proj, and reverse mode (proj batched VJPs) for
+  ``stylegan2``, where d = 512;
 * ``baseline-naive``: the original approach re-implemented — a dense P (proj × D, made once, untimed), then per
   latent the autograd Jacobian of P·vec(G(z)) (``torch.autograd.functional.jacobian``: proj backward passes one
   after the other) and ``torch.linalg.svdvals``;

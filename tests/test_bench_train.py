@@ -19,15 +19,6 @@ def no_interpreter(monkeypatch):
     monkeypatch.delenv("FASTGAN_IMPL", raising=False)
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a loaded shared CPU, OpenMP oversubscription can make a 0.1 s step take seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _records(path):
     with path.open(newline="") as f:
         rows = list(csv.reader(f))

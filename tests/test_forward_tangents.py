@@ -162,3 +162,16 @@ def test_magnet_engine_takes_the_written_forward_mode(monkeypatch):
         calls.clear()
         jacobian_log_singular_values(G, z, proj_dim=24, top_k=8, wrt=wrt)  # auto: d = 10 < 24, forward
         assert calls
+
+
+@pytest.mark.gpu
+def test_generator_tangents_on_cuda_match_traced_jvp():
+    """On CUDA: the fused kernels' primal and cuDNN's tangent convolutions, fp16 blocks forced to float32."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    G = _generator(seed=4, num_fp16_res=2, conv_clamp=256).cuda()
+    z, dz = torch.randn(4, 10, device="cuda"), torch.randn(6, 4, 10, device="cuda")
+    img, dimg = G.forward_tangents(z, dz, truncation_psi=0.7)
+    want = _traced(lambda t: G(t, truncation_psi=0.7, noise_mode="const", force_fp32=True), z, dz)
+    torch.testing.assert_close(img, want[0], rtol=0, atol=1e-5)
+    _close(dimg, want[1])

@@ -16,13 +16,7 @@ def _clusters(centres, n_each, seed, spread=0.3):
 CENTRES = [torch.full((8,), v, dtype=torch.float64) for v in (0.0, 4.0, -4.0)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off costs that dominate on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_scores_are_prdc_with_the_target_as_real():

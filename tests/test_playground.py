@@ -17,13 +17,7 @@ from fastgan.playground import w1 as w1_mod
 from fastgan.playground.w1 import W1Pool, w1_exact, w1_lower_bound
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread, as ``fastgan playground`` uses by default (and restored: the CLI sets it process-wide)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _refs(m, seed=0):

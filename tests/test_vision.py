@@ -24,13 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FILE_BACKBONES = ["clip-vit-b32", "dino-vit-b16", "vgg16", "vgg16-lpf4", "swin-t"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off costs that dominate on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n, size=16, seed=0, shift=0.0):
