@@ -159,9 +159,10 @@ def test_magnet_engine_takes_the_written_forward_mode(monkeypatch):
         rev = jacobian_log_singular_values(G, z, proj_dim=24, top_k=8, wrt=wrt, truncation_psi=0.8,
                                            direction="reverse")
         torch.testing.assert_close(fwd, rev, atol=5e-4, rtol=0, msg=wrt)
-        calls.clear()
-        jacobian_log_singular_values(G, z, proj_dim=24, top_k=8, wrt=wrt)  # auto: d = 10 < 24, forward
-        assert calls
+        for proj, forward in ((24, True), (10, True), (9, False)):  # auto: forward while d = 10 <= proj_dim
+            calls.clear()
+            jacobian_log_singular_values(G, z, proj_dim=proj, top_k=8, wrt=wrt)
+            assert bool(calls) == forward, (wrt, proj)
 
 
 @pytest.mark.gpu
