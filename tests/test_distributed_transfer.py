@@ -11,13 +11,10 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 
-from fastgan.nn import save_snapshot
-from fastgan.train.loop import _build
-from fastgan.train.options import TrainOptions, resolve
+from transfer_cases import assert_bit_equal, source_snapshot, target_zip
 
 # the rank dumps: the trainer's networks, the vision module's state (heads, spectral-norm vectors, ADA pipes) and
 # each backbone's ADA controller, written by every process right after the snapshot
@@ -55,30 +52,12 @@ JOB = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def data16(tmp_path_factory) -> pathlib.Path:
-    from PIL import Image
-
-    from fastgan.data import make_dataset
-
-    src = tmp_path_factory.mktemp("dsrc16")
-    r = np.random.RandomState(3)
-    for i in range(16):
-        img = np.zeros((16, 16, 3), np.uint8)
-        img[..., i % 3] = 170
-        img += r.randint(0, 80, size=img.shape).astype(np.uint8)
-        Image.fromarray(img).save(src / f"im{i:02d}.png")
-    dest = tmp_path_factory.mktemp("ddata16") / "dtarget16.zip"
-    make_dataset(src, dest, log=lambda s: None, progress=False)
-    return dest
+    return target_zip(tmp_path_factory, "dtarget16.zip", seed=3, count=16, base=170, noise=80)
 
 
 @pytest.fixture(scope="module")
 def source(data16, tmp_path_factory) -> pathlib.Path:
-    o = resolve(TrainOptions(data=str(data16), outdir="x", cfg="tiny", batch=8), data_resolution=16, world_size=1)
-    torch.manual_seed(11)
-    G, D = _build(o, 3, 0)
-    path = tmp_path_factory.mktemp("dsource") / "network-snapshot-src.pt"
-    save_snapshot(path, {"G": G, "G_ema": G, "D": D})
-    return path
+    return source_snapshot(data16, tmp_path_factory, seed=11)
 
 
 def _torchrun(tmp_path, dumps: pathlib.Path, argv: list[str]) -> subprocess.CompletedProcess:
@@ -88,34 +67,6 @@ def _torchrun(tmp_path, dumps: pathlib.Path, argv: list[str]) -> subprocess.Comp
     env = dict(os.environ, OMP_NUM_THREADS="1", FASTGAN_TEST_DUMPS=str(dumps))
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(job), *argv], env=env, timeout=300, capture_output=True, text=True)
-
-
-def _assert_equal(a, b, path=""):
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _assert_equal(a[k], b[k], f"{path}/{k}")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), f"{path}: max diff {(a.double() - b.double()).abs().max()}"
-    elif isinstance(a, float) and a != a:
-        assert b != b, path
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
-def _states_equal(a, b, path=""):
-    """Bit-exact comparison of two training states (options and RNG states aside)."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            if k not in ("options", "rng"):
-                _states_equal(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _states_equal(x, y, f"{path}[{i}]")
-    else:
-        _assert_equal(a, b, path)
 
 
 @pytest.mark.slow
@@ -139,7 +90,7 @@ def test_two_process_vision_aided_transfer_agrees_across_ranks_and_resumes(data1
     for nimg in ("0016", "0032"):
         r0 = torch.load(dumps / f"rank0-{nimg}.pt", weights_only=False)
         r1 = torch.load(dumps / f"rank1-{nimg}.pt", weights_only=False)
-        _assert_equal(r0, r1, f"rank dumps at nimg {nimg}")
+        assert_bit_equal(r0, r1, f"rank dumps at nimg {nimg}")
     final = torch.load(dumps / "rank0-0032.pt", weights_only=False)
     assert any(k.startswith("heads.random.") for k in final["vision"])
     ctrl = final["ada"]["random"]
@@ -162,8 +113,8 @@ def test_two_process_vision_aided_transfer_agrees_across_ranks_and_resumes(data1
     proc = _torchrun(tmp_path, resumed_dumps, [*argv, "--resume", str(run / "training-state-000000.016.pt")])
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "resuming" in (run / "log.txt").read_text()
-    _states_equal(torch.load(uninterrupted, weights_only=True),
-                  torch.load(run / "training-state-000000.032.pt", weights_only=True))
+    assert_bit_equal(torch.load(uninterrupted, weights_only=True),
+                     torch.load(run / "training-state-000000.032.pt", weights_only=True), skip=("options", "rng"))
     r0 = torch.load(resumed_dumps / "rank0-0032.pt", weights_only=False)
-    _assert_equal(r0, torch.load(resumed_dumps / "rank1-0032.pt", weights_only=False), "resumed rank dumps")
-    _assert_equal(r0, final, "resumed vs uninterrupted rank 0")
+    assert_bit_equal(r0, torch.load(resumed_dumps / "rank1-0032.pt", weights_only=False), "resumed rank dumps")
+    assert_bit_equal(r0, final, "resumed vs uninterrupted rank 0")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import pathlib
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,6 +16,7 @@ from fastgan.train.loop import Trainer, _build, _transfer, train
 from fastgan.train.options import TrainOptions, resolve
 from fastgan.transfer import (WeightMismatchError, adafm_resolutions_for, fold, fold_snapshot, make_policy,
                               to_adafm, transfer_networks)
+from transfer_cases import assert_bit_equal, target_zip
 
 SMALL = dict(z_dim=16, w_dim=16, img_resolution=16, channel_base=256, channel_max=32, mapping_layers=2)
 
@@ -24,20 +24,7 @@ SMALL = dict(z_dim=16, w_dim=16, img_resolution=16, channel_base=256, channel_ma
 @pytest.fixture(scope="module")
 def data16(tmp_path_factory) -> pathlib.Path:
     """A 16 px dataset zip of 16 RGB images."""
-    from PIL import Image
-
-    from fastgan.data import make_dataset
-
-    src = tmp_path_factory.mktemp("tsrc16")
-    r = np.random.RandomState(1)
-    for i in range(16):
-        img = np.zeros((16, 16, 3), np.uint8)
-        img[..., i % 3] = 180
-        img += r.randint(0, 60, size=img.shape).astype(np.uint8)
-        Image.fromarray(img).save(src / f"im{i:02d}.png")
-    dest = tmp_path_factory.mktemp("tdata16") / "target16.zip"
-    make_dataset(src, dest, log=lambda s: None, progress=False)
-    return dest
+    return target_zip(tmp_path_factory, "target16.zip", seed=1, count=16, base=180, noise=60)
 
 
 def base_opts(data, outdir, **kw) -> TrainOptions:
@@ -326,22 +313,6 @@ def test_strict_transfer_names_the_mismatched_tensors(tmp_path, source):
     assert torch.equal(target(z, noise_mode="const"), A(z, noise_mode="const"))
 
 
-def _states_equal(a, b, path=""):
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            if k not in ("options", "rng"):
-                _states_equal(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _states_equal(x, y, f"{path}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{path}: max diff {(a.double() - b.double()).abs().max()}"
-    else:
-        assert a == b or (a != a and b != b), f"{path}: {a!r} != {b!r}"
-
-
 def test_resume_across_unfreeze_and_backbone_addition_is_bit_exact(data16, source, tmp_path):
     """The state at kimg 0.008 is before both boundaries (AdaFM unfreeze and the first vision backbone at kimg
     0.016); the resumed run crosses them and ends with the uninterrupted run's state, bit for bit."""
@@ -354,7 +325,7 @@ def test_resume_across_unfreeze_and_backbone_addition_is_bit_exact(data16, sourc
     assert resumed.run_dir == part.run_dir and part.run_dir.name.endswith("-adafm")
     a = torch.load(full.run_dir / "training-state-000000.024.pt", weights_only=True)
     b = torch.load(resumed.run_dir / "training-state-000000.024.pt", weights_only=True)
-    _states_equal(a, b)
+    assert_bit_equal(a, b, skip=("options", "rng"))  # training states, options and RNG states aside
     assert a["vision"]["config"]["backbones"][0]["spec"] == "random"
     assert a["vision"]["schedule"]["added"][0]["nimg"] == 16
     gamma = a["networks"]["G"]["state_dict"]["synthesis.b16.conv0.adafm_gamma"]

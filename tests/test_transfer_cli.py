@@ -4,39 +4,21 @@ from __future__ import annotations
 import json
 import pathlib
 
-import numpy as np
 import pytest
-import torch
 
 from fastgan import cli
-from fastgan.nn import load_network, save_snapshot
-from fastgan.train.loop import _build
-from fastgan.train.options import TrainOptions, resolve
+from fastgan.nn import load_network
+from transfer_cases import source_snapshot, target_zip
 
 
 @pytest.fixture(scope="module")
 def data16(tmp_path_factory) -> pathlib.Path:
-    from PIL import Image
-
-    from fastgan.data import make_dataset
-
-    src = tmp_path_factory.mktemp("csrc16")
-    r = np.random.RandomState(2)
-    for i in range(12):
-        Image.fromarray(r.randint(0, 256, size=(16, 16, 3)).astype(np.uint8)).save(src / f"im{i:02d}.png")
-    dest = tmp_path_factory.mktemp("cdata16") / "tgt16.zip"
-    make_dataset(src, dest, log=lambda s: None, progress=False)
-    return dest
+    return target_zip(tmp_path_factory, "tgt16.zip", seed=2, count=12)
 
 
 @pytest.fixture(scope="module")
 def source(data16, tmp_path_factory) -> pathlib.Path:
-    o = resolve(TrainOptions(data=str(data16), outdir="x", cfg="tiny", batch=8), data_resolution=16, world_size=1)
-    torch.manual_seed(7)
-    G, D = _build(o, 3, 0)
-    path = tmp_path_factory.mktemp("csource") / "network-snapshot-src.pt"
-    save_snapshot(path, {"G": G, "G_ema": G, "D": D})
-    return path
+    return source_snapshot(data16, tmp_path_factory, seed=7)
 
 
 def args(data, out, source, *extra) -> list[str]:

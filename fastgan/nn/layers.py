@@ -273,6 +273,12 @@ class SynthesisLayer(nn.Module):
             return self.weight
         return self.adafm_gamma[:, :, None, None] * self.weight + self.adafm_beta[:, :, None, None]
 
+    def _up_conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        """The up-sampling layer's linear part on (already modulated) x: the stride-2 transposed convolution with
+        ``weight`` (Cout, Cin, k, k), then the FIR blur."""
+        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        return upfirdn2d(x, self.resample_filter, padding=self._up_pad, gain=4)
+
     def _noise(self, x: Tensor, noise_mode: str, noise_keys: Optional[Tensor]) -> Optional[Tensor]:
         if not self.use_noise or noise_mode == "none":
             return None
@@ -301,9 +307,7 @@ class SynthesisLayer(nn.Module):
         else:
             dt = torch.promote_types(x.dtype, torch.float32)
             dcoefs = (styles.to(dt).square() @ weight.to(dt).square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
-            x = x * styles.to(x.dtype)[:, :, None, None]
-            x = F.conv_transpose2d(x, weight.to(x.dtype).transpose(0, 1), stride=2)
-            x = upfirdn2d(x, self.resample_filter, padding=self._up_pad, gain=4)
+            x = self._up_conv(x * styles.to(x.dtype)[:, :, None, None], weight.to(x.dtype))
             x = x * dcoefs.to(x.dtype)[:, :, None, None]
         noise = self._noise(x, noise_mode, noise_keys)
         if noise is not None:
@@ -333,11 +337,8 @@ class SynthesisLayer(nn.Module):
             out = modulated_conv2d(x, weight, styles, demodulate=True, padding=self.padding, impl=self.impl)
             u = F.conv2d(a, weight, padding=self.padding)
         else:
-            wt = weight.transpose(0, 1)
-            out = x * styles[:, :, None, None]
-            out = upfirdn2d(F.conv_transpose2d(out, wt, stride=2), self.resample_filter, padding=self._up_pad, gain=4)
-            out = out * d[:, :, None, None]
-            u = upfirdn2d(F.conv_transpose2d(a, wt, stride=2), self.resample_filter, padding=self._up_pad, gain=4)
+            out = self._up_conv(x * styles[:, :, None, None], weight) * d[:, :, None, None]
+            u = self._up_conv(a, weight)
         u = u.unflatten(0, dw.shape[:2])
         dlogd = -d.square() * ((styles * dstyles) @ q.t())  # (V, B, Cout): d(log d) along each tangent
         noise = self._noise(out, noise_mode, None)
